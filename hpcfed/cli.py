@@ -105,13 +105,22 @@ def report(runs: tuple[str, ...], last: bool) -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help=OVERRIDE_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing results file instead of refusing.")
-def train(config: str, overrides: tuple[str, ...], overwrite: bool) -> None:
+@click.option("--resume", default="never", metavar="auto|never|PATH", show_default=True,
+              help="auto: continue from the newest valid checkpoint of the run (start it if there is none); "
+                   "PATH: from that checkpoint directory; never: a new run.")
+def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str) -> None:
     """Run federated training of CONFIG under MPI (rank 0 is the server, ranks 1.. host the clients).
 
     Every key of CONFIG can be overridden with -o KEY=VALUE. The config is checked completely before any
     MPI work; results go to the HDF5 file named by `output`.
+
+    \b
+    Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds. SIGUSR1 or SIGTERM stops the
+    run at the next round boundary with a checkpoint and exit code 75 (requeue, then --resume auto).
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
+    if overwrite and resume != "never":
+        _fail("--overwrite starts the run again and --resume continues it: pass only one of them")
     cfg = _load(config, overrides)
     from hpcfed.train.loop import run
     from hpcfed.train.runtime import abort_on_error, init_runtime
@@ -119,7 +128,43 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool) -> None:
 
     rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
     with abort_on_error(rt.world):
-        run(cfg, rt, overwrite=overwrite)
+        run(cfg, rt, overwrite=overwrite, resume=resume)
         if rt.is_server:
             print_client_table(cfg.output_path)
             click.echo(f"results: {cfg.output_path}")
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(dir_okay=False))
+def status(run_file: str) -> None:
+    """Show how far the run in RUN_FILE has come: state, round, latest metrics, ETA, newest checkpoint.
+
+    Safe while the job is writing the file (SWMR).
+    """
+    from hpcfed.report.status import StatusError, describe_run
+
+    try:
+        click.echo(describe_run(run_file))
+    except StatusError as e:
+        _fail(str(e))
+
+
+@main.command("check-env")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help=OVERRIDE_HELP)
+def check_env(config: str | None, overrides: tuple[str, ...]) -> None:
+    """Check that a job launched like this one would work, before queueing it.
+
+    \b
+    Run it under the launcher the job will use, e.g.
+      mpiexec -n 4 hpcfed check-env configs/demo.yaml
+
+    Checks the MPI library against the launcher, the rank count, hosts and devices, and with CONFIG the model
+    weights, the dataset, the run file and the free disk space. Exits 1 when a check fails.
+    """
+    from hpcfed.checkenv import run_checks
+
+    report, code = run_checks(config, list(overrides))
+    if report is not None:
+        click.echo(report)
+    sys.exit(code)

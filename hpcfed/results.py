@@ -17,13 +17,16 @@ Layout (the contract between train, status and report):
   /final/{selected,last}/summary/<name>       mean over clients; summary/hm = HM of the mean L, B, N
   /final/{selected,last}/domain_mean/<name>   [domain] mean over the clients of each domain (and domain_std)
   /progress/rounds_done   rows of /metrics that are valid
-  /status                 running | finished | failed
+  /status                 running | finished | failed | interrupted (checkpointed on a signal; resume it)
+                          attrs: resumes (JSON list of {round, world_size}, one per resumed start)
+  /error, /error_rank     on failure: the failing rank's traceback (last 4000 bytes) and its rank; "" and -1
 Every dataset is created up front: SWMR forbids creating objects once readers may be attached."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -37,6 +40,8 @@ CLIENT_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "te
 SUMMARY = ("test_accuracy", "base_accuracy", "novel_accuracy", "hm", "global_accuracy", "val_accuracy")
 GLOBAL_METRICS = ("mean_test_accuracy", "mean_train_loss", "participants", "round_seconds")
 PHASES = ("train", "aggregate", "evaluate", "io")
+ERROR_BYTES = 4000
+TRAINING_GROUPS = ("env", "metrics", "final", "timing", "comm", "progress", "error", "error_rank")
 
 
 class RunFileExists(FileExistsError):
@@ -129,15 +134,31 @@ def create_split_file(path: Path, *, config_yaml: str, config_hash: str, splits,
         f.create_dataset("status", shape=(), dtype=h5py.string_dtype(length=16), data="split")
 
 
+def _rewrite(path: Path) -> None:
+    """Copy the run file object by object. A writer that was killed leaves the file marked as open for writing,
+    which refuses any new writer (the h5clear tool is not in h5py); a SWMR reader still reads it, and the copy
+    is clean."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open_run(path) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        for name in src:
+            src.copy(name, dst)
+    os.replace(tmp, path)
+
+
 class RunWriter:
     """Adds the training datasets to a run file made by `create_split_file`, then turns on SWMR."""
 
     def __init__(self, path: Path, *, config_yaml: str, config_hash: str, env: dict, n_clients: int, rounds: int,
-                 n_ranks: int, n_domains: int):
+                 n_ranks: int, n_domains: int, replace: bool = False):
         self.path, self.rounds = Path(path), rounds
         f = self.file = h5py.File(path, "r+", libver="latest")
-        if "metrics" in f:
-            raise RunFileExists(f"run file {path} already holds training results; pass --overwrite to replace it")
+        if "metrics" in f and not replace:
+            f.close()
+            raise RunFileExists(f"run file {path} already holds training results; continue it with --resume auto, "
+                                f"replace it with --overwrite, or set -o output=<new path>")
+        for group in TRAINING_GROUPS:  # a replaced run's training results (its splits stay)
+            if group in f:
+                del f[group]
         del f["config"]  # the split stage may have stored the config without train-only overrides
         f.create_dataset("config", data=config_yaml)
         f["config"].attrs["hash"] = config_hash
@@ -163,14 +184,47 @@ class RunWriter:
         for name in GLOBAL_METRICS:
             f.create_dataset(f"metrics/global/{name}", shape=(rounds,), dtype="f8", fillvalue=np.nan)
         for phase in PHASES:
-            f.create_dataset(f"timing/{phase}", shape=(rounds, n_ranks), dtype="f8", fillvalue=np.nan)
+            f.create_dataset(f"timing/{phase}", shape=(rounds, n_ranks), maxshape=(rounds, None), dtype="f8",
+                             fillvalue=np.nan)  # may widen when a run resumes on more ranks
         f.create_dataset("comm/bytes", shape=(rounds,), dtype="i8", fillvalue=0)
         for direction in ("up", "down"):
             f.create_dataset(f"comm/bytes_{direction}", shape=(rounds, n_clients), dtype="i8", fillvalue=0)
         f.create_dataset("progress/rounds_done", shape=(), dtype="i8", data=0)
+        f.create_dataset("error", shape=(), dtype=h5py.string_dtype(length=ERROR_BYTES), data="")
+        f.create_dataset("error_rank", shape=(), dtype="i8", data=-1)
         f["status"][()] = "running"
         f.swmr_mode = True
         f.flush()
+    @classmethod
+    def resume(cls, path: Path, rows: int, world_size: int) -> RunWriter:
+        """Reopen a run file to continue after a checkpoint of `rows` rounds: later rows are dropped (NaN), since
+        the rounds after the checkpoint will be run again."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        _rewrite(self.path)
+        f = self.file = h5py.File(path, "r+", libver="latest")
+        if "metrics" not in f:
+            f.close()
+            raise RunFileExists(f"run file {path} holds no training results to resume; start with --resume never")
+        self.rounds = f["metrics/global/mean_test_accuracy"].shape[0]
+        for group in ("metrics/client", "metrics/global", "timing"):
+            for name in f[group]:
+                f[f"{group}/{name}"][rows:] = np.nan
+        for name in ("bytes", "bytes_up", "bytes_down"):
+            f[f"comm/{name}"][rows:] = 0
+        f["progress/rounds_done"][()] = rows
+        for phase in f["timing"]:
+            timing = f[f"timing/{phase}"]
+            timing.resize(max(timing.shape[1], world_size), axis=1)
+        status = f["status"]
+        resumes = json.loads(status.attrs.get("resumes", "[]")) + [{"round": rows, "world_size": world_size}]
+        status.attrs["resumes"] = json.dumps(resumes)
+        f["error"][()], f["error_rank"][()] = "", -1
+        status[()] = "running"
+        f.swmr_mode = True
+        f.flush()
+        return self
+
     def write_round(self, r: int, client: dict[str, np.ndarray], global_: dict[str, float],
                     timing: dict[str, np.ndarray], comm: dict[str, np.ndarray]) -> None:
         f = self.file
@@ -179,7 +233,7 @@ class RunWriter:
         for name, value in global_.items():
             f[f"metrics/global/{name}"][r] = value
         for phase, values in timing.items():
-            f[f"timing/{phase}"][r] = values
+            f[f"timing/{phase}"][r, :len(values)] = values  # a resumed run may have fewer ranks than columns
         f["comm/bytes_up"][r] = comm["up"]
         f["comm/bytes_down"][r] = comm["down"]
         f["comm/bytes"][r] = int(comm["up"].sum())
@@ -208,8 +262,11 @@ class RunWriter:
     def write_selection(self, how: str) -> None:
         self.file["final/selection"][()] = how
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, error: str | None = None, error_rank: int | None = None) -> None:
         self.file["status"][()] = status
+        if error is not None:  # datasets made up front: a SWMR writer cannot add objects or attributes
+            self.file["error"][()] = error.encode()[-ERROR_BYTES:].decode(errors="ignore")
+            self.file["error_rank"][()] = -1 if error_rank is None else error_rank
         self.file.flush()
         self.file.close()
 

@@ -15,6 +15,7 @@ class Stream(IntEnum):
     INIT = 2
     SAMPLING = 3
     CLIENT_DATA = 4
+    CLIENT_TORCH = 5
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:

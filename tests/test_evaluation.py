@@ -74,7 +74,7 @@ def _drift(tree, prox_mu):
                         "train": {"lr": 0.05, "batch_size": 8, "local_epochs": 2, "prox_mu": prox_mu}})
     host = build_host(cfg, SimpleNamespace(device="cpu"), listing, make_splits(listing, cfg.partition, 2, 0), [0])
     start = host.global_shared.clone()
-    host.train(host.clients[0])
+    host.train(host.clients[0], 0)
     return float((host._flat_shared() - start).norm())
 
 

@@ -127,6 +127,9 @@ def test_an_exception_on_one_rank_ends_the_job_quickly(tmp_path, image_tree):
         # Rank 0 may be stopped while it writes round 0's row: what was flushed stays readable.
         assert int(f["progress/rounds_done"][()]) in (0, 1)
         assert f["metrics/client/test_accuracy"].shape == (5, 4)
+        # The server stored the failing rank's traceback before the abort (what `hpcfed status` shows).
+        assert f["status"].asstr()[()] == "failed" and int(f["error_rank"][()]) == 2
+        assert "injected failure on rank 2" in f["error"].asstr()[()]
 
 
 def test_bad_input_on_launch_stops_all_ranks_with_one_message(tmp_path, image_tree):

@@ -78,6 +78,8 @@ class RuntimeConfig:
     device: str = "auto"  # auto: one GPU per client rank when present, else CPU
     threads: int = 1  # torch/OpenMP threads per rank
     poll_interval: float = 0.001  # s between tests of a pending collective (0: block and spin inside MPI)
+    checkpoint_every: int = 5  # rounds between checkpoints (0: only when a signal asks for one)
+    checkpoint_keep: int = 2  # newest checkpoints kept; an older one is the fallback if the newest is damaged
 
 
 @dataclass
@@ -108,6 +110,13 @@ class Config:
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
+
+    def experiment_digest(self) -> str:
+        """Hash of everything that can change the results: the runtime section (threads, polling,
+        checkpointing) and the output path are left out, so a run may move and resume with other settings."""
+        d = self.to_dict()
+        d.pop("runtime"), d.pop("output")
+        return hashlib.sha256(yaml.safe_dump(d, sort_keys=False).encode()).hexdigest()[:16]
 
 
 # ---- parsing --------------------------------------------------------------------------------------------

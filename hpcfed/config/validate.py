@@ -57,6 +57,10 @@ def validate(c: Config) -> None:
     _require(c.runtime.threads >= 1, "runtime.threads", f"must be >= 1, got {c.runtime.threads}", "use 1 per rank")
     _require(c.runtime.poll_interval >= 0, "runtime.poll_interval", f"must be >= 0, got {c.runtime.poll_interval}",
              "use 0.001 on shared or oversubscribed nodes, 0 on dedicated cores")
+    _require(c.runtime.checkpoint_every >= 0, "runtime.checkpoint_every", f"must be >= 0, got "
+             f"{c.runtime.checkpoint_every}", "use 0 to checkpoint only on a signal, or k for every k rounds")
+    _require(c.runtime.checkpoint_keep >= 1, "runtime.checkpoint_keep", f"must be >= 1, got "
+             f"{c.runtime.checkpoint_keep}", "keep at least 1 (2 leaves a fallback if the newest is damaged)")
     _require(c.runtime.device in ("auto", "cpu", "cuda"), "runtime.device", f"unknown device {c.runtime.device!r}",
              "choose auto, cpu or cuda")
     _require("{}" in c.data.prompt, "data.prompt", f"has no '{{}}' for the class name: {c.data.prompt!r}",

@@ -48,15 +48,16 @@ def _stored_unreadable(path: Path) -> tuple[str, ...]:
         return tuple(f["splits/notes"].attrs.get("corrupt_paths", ()))
 
 
-def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False) -> Prepared:
+def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resuming: bool = False) -> Prepared:
     """Reuse the run file's splits when their hash matches, refuse a mismatch, else make and store them.
-    `listing` is the dataset as read from disk; unreadable images are found here, once, before splitting."""
+    `listing` is the dataset as read from disk; unreadable images are found here, once, before splitting.
+    `resuming`: the file may hold training results (train --resume continues or replaces them)."""
     path, wanted = cfg.output_path, split_hash(cfg, listing)
     if path.exists() and not overwrite:
         stored, old_digest, trained = _stored(path)
-        if trained:
-            raise RunFileExists(f"run file {path} already holds training results; pass --overwrite to replace "
-                                f"it, or set -o output=<new path> to keep it")
+        if trained and not resuming:
+            raise RunFileExists(f"run file {path} already holds training results; continue it with --resume auto, "
+                                f"replace it with --overwrite, or set -o output=<new path>")
         if stored == wanted:
             with open_run(path) as f:
                 return Prepared(read_splits(f), True, _stored_unreadable(path))

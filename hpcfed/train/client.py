@@ -12,7 +12,7 @@ from hpcfed.config import Config
 from hpcfed.data.images import ImageSource
 from hpcfed.methods import Method
 from hpcfed.metrics import harmonic_mean
-from hpcfed.rng import Stream, generator
+from hpcfed.rng import Stream, generator, torch_seed
 from hpcfed.split import ClientSplit, Splits
 
 
@@ -111,10 +111,12 @@ class ClientHost:
         return 0.5 * self.cfg.train.prox_mu * sum(((p - a) ** 2).sum() for p, a in zip(self.shared_params, anchor,
                                                                                           strict=True))
 
-    def train(self, client: Client) -> float:
+    def train(self, client: Client, round_index: int) -> float:
         """Local epochs of the method's objective on the client's training split; returns the mean loss."""
         if not self.trainable:
             return float("nan")  # nothing to train (zero-shot)
+        # torch's global stream (dropout) seeded per client and round: independent of ranks, nothing to checkpoint.
+        torch.manual_seed(torch_seed(self.cfg.seed, Stream.CLIENT_TORCH, client.index, round_index))
         self.load(client.local)
         self.method.before_local_training(client.index, self.published, self.published_known, client.data_rng)
         if self.cfg.train.reset_optimizer:
@@ -138,6 +140,26 @@ class ClientHost:
         self.clip.eval()
         self.store(client)
         return float(np.mean(losses))
+
+    def client_states(self) -> dict[int, dict]:
+        """What a checkpoint keeps of each hosted client (its personal state; the rest is rebuilt from the config)."""
+        return {i: {"local": c.local, "optimizer": c.optimizer.state_dict() if c.optimizer else None,
+                    "data_rng": c.data_rng.bit_generator.state} for i, c in self.clients.items()}
+
+    def set_client_state(self, index: int, state: dict) -> None:
+        client = self.clients[index]
+        for name, value in state["local"].items():
+            client.local[name].copy_(value)
+        if client.optimizer is not None and state["optimizer"] is not None:
+            client.optimizer.load_state_dict(state["optimizer"])
+        client.data_rng.bit_generator.state = state["data_rng"]
+
+    def global_state(self) -> dict:
+        return {"shared": self.global_shared, "published": self.published, "published_known": self.published_known}
+
+    def set_global_state(self, state: dict) -> None:
+        self.global_shared = state["shared"]
+        self.published, self.published_known = state["published"], state["published_known"]
 
     def shared_contribution(self) -> np.ndarray:
         """The shared parameters as trained by the client just trained, in float64 (see the round loop)."""

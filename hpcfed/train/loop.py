@@ -6,8 +6,10 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,9 +21,13 @@ from hpcfed.results import CLIENT_METRICS, PHASES, RunFileExists, RunWriter
 from hpcfed.rng import Stream, sample_clients, torch_seed
 from hpcfed.split import SplitError
 from hpcfed.split.stage import prepare_splits
-from hpcfed.train.runtime import SERVER, Runtime, agree, place_clients
+from hpcfed.train import checkpoint
+from hpcfed.train.checkpoint import EXIT_CHECKPOINTED, Checkpoint, CheckpointError
+from hpcfed.train.runtime import SERVER, RemoteRankFailed, Runtime, agree, place_clients
+from hpcfed.train.signals import StopRequest
 
-USER_ERRORS = (ConfigError, DataError, SplitError, RunFileExists)
+USER_ERRORS = (ConfigError, DataError, SplitError, RunFileExists, CheckpointError)
+RESUME_MODES = ("auto", "never")  # or the path of one checkpoint directory
 
 
 @dataclass
@@ -91,19 +97,60 @@ def _same_listing(listing, splits) -> None:
                         f"{listing.root}")
 
 
+def is_eval_round(cfg: Config, r: int) -> bool:
+    return (r + 1) % cfg.eval_every == 0 or r == 0 or r == cfg.rounds - 1
+
+
+def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None:
+    """Where training starts (rank 0): None for round 0, else the checkpoint to continue from."""
+    root = checkpoint.checkpoint_root(cfg.output_path)
+    if resume == "never":
+        if overwrite:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)  # checkpoints of the replaced run must not be resumed later
+        return None
+    if overwrite:
+        raise RunFileExists("--overwrite starts the run again and --resume continues it: pass only one of them")
+    if resume != "auto":
+        try:
+            return checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume from {resume}: {e}") from None
+    if cfg.output_path.exists():
+        from hpcfed.results import open_run
+
+        with open_run(cfg.output_path) as f:
+            if f["status"].asstr()[()] == "finished":
+                return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
+    found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients)
+    if found is None and cfg.output_path.exists():
+        sys.stdout.write(f"no checkpoint of {cfg.output_path} yet: starting from round 0\n")
+    return found
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def run(cfg: Config, rt: Runtime, overwrite: bool = False,
-        callbacks: list[Callable[[RoundEvent], None]] | None = None) -> TrainResult:
+        callbacks: list[Callable[[RoundEvent], None]] | None = None, resume: str = "never") -> TrainResult:
     world = rt.world
+    stop = StopRequest()  # from here on a SIGUSR1/SIGTERM checkpoints at the next round boundary
     agree(world, lambda: validate_launch(cfg, rt.size), USER_ERRORS)
     # Every rank reads the listing (it needs the paths); rank 0 makes or reuses the splits and shares them.
     listing = agree(world, lambda: load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains,
                                                 cfg.data.class_names_file), USER_ERRORS)
-    prepared = agree(world, lambda: prepare_splits(cfg, listing, overwrite) if rt.is_server else None, USER_ERRORS)
+    start = agree(world, lambda: resume_point(cfg, resume, overwrite) if rt.is_server else None, USER_ERRORS)
+    start = world.bcast(start, root=SERVER)
+    if start is not None and start.round >= cfg.rounds:
+        if rt.is_server:
+            sys.stdout.write(f"{cfg.output_path} already finished all {cfg.rounds} rounds; nothing to resume\n")
+        return TrainResult(cfg.rounds)
+    fresh = overwrite or (resume != "never" and start is None)  # auto without a checkpoint replaces a partial run
+    prepared = agree(world, lambda: prepare_splits(cfg, listing, overwrite, resume != "never") if rt.is_server
+                                         else None, USER_ERRORS)
     prepared = world.bcast(prepared, root=SERVER)
     splits = prepared.splits
     listing = listing.without(prepared.unreadable)  # rank 0 found these images unreadable before splitting
@@ -119,15 +166,20 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
         else None
     n_shared, n_published, (up_floats, down_floats) = world.bcast(layout, root=1)
     env = collect_env(cfg, rt, placement)
-    writer = agree(world, lambda: RunWriter(
+    writer = agree(world, lambda: (RunWriter.resume(cfg.output_path, start.rows, rt.size) if start else RunWriter(
         cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env, n_clients=cfg.clients,
-        rounds=cfg.rounds, n_ranks=rt.size, n_domains=len(listing.domain_names)) if rt.is_server else None,
-        USER_ERRORS)
+        rounds=cfg.rounds, n_ranks=rt.size, n_domains=len(listing.domain_names), replace=fresh))
+        if rt.is_server else None, USER_ERRORS)
+    first = 0 if start is None else start.round
+    if start is not None:
+        agree(world, lambda: host is None or checkpoint.load(start.path, host), USER_ERRORS)
+        if rt.is_server:
+            sys.stdout.write(f"resuming {cfg.output_path} at round {first + 1} from {start.path}\n")
 
-    n_clients, result = cfg.clients, TrainResult(0)
-    recorder = Recorder(cfg, writer, splits, len(listing.domain_names)) if rt.is_server else None
+    n_clients, result = cfg.clients, TrainResult(first)
+    recorder = Recorder(cfg, writer, splits, len(listing.domain_names), first) if rt.is_server else None
     try:
-        for r in range(cfg.rounds):
+        for r in range(first, cfg.rounds):
             round_start = time.perf_counter()
             timing = dict.fromkeys(PHASES, 0.0)
             selected = sample_clients(cfg.seed, r, n_clients, cfg.participation)
@@ -141,7 +193,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             chosen = set(selected.tolist())
             for c in (c for c in my_clients if c in chosen):
                 client = host.clients[c]
-                metrics[c]["train_loss"] = host.train(client)
+                metrics[c]["train_loss"] = host.train(client, r)
                 weight = float(len(client.split.train))
                 buffer[:-1] += weight * host.shared_contribution()
                 buffer[-1] += weight
@@ -166,7 +218,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
             # Every client is evaluated, not only the participants (methods.md §1.11).
             t = time.perf_counter()
-            evaluate = (r + 1) % cfg.eval_every == 0 or r == 0 or r == cfg.rounds - 1
+            evaluate = is_eval_round(cfg, r)
             if evaluate:
                 for c in my_clients:
                     metrics[c].update(host.evaluate(host.clients[c]))
@@ -178,23 +230,50 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
                 comm["up"][selected], comm["down"][selected] = 4 * up_floats, 4 * down_floats  # fp32 payloads
                 recorder.round(r, selected, evaluate, gathered, comm, round_start)
             result.rounds_done = r + 1
+            if _round_boundary(cfg, rt, stop, host, r + 1):
+                if writer is not None:
+                    writer.close("interrupted")
+                    sys.stdout.write(f"stopped by {stop.received or 'a signal on another rank'} after round {r + 1}"
+                                     f"; checkpoint written; continue with --resume auto (exit {EXIT_CHECKPOINTED})\n")
+                    sys.stdout.flush()
+                raise SystemExit(EXIT_CHECKPOINTED)
+    except SystemExit:
+        raise
+    except RemoteRankFailed as e:
+        if writer is not None:
+            writer.close("failed", e.message, e.rank)
+        raise
     except BaseException:
         if writer is not None:
-            writer.close("failed")
+            writer.close("failed", traceback.format_exc(), rt.rank)
         raise
+    finally:
+        stop.restore()
     if recorder is not None:
         result.first_test_accuracy, result.final_test_accuracy = recorder.finish()
     return result
+
+
+def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, rounds_done: int) -> bool:
+    """Checkpoint when due or asked to; True when a signal asked the job to stop (all ranks agree on it)."""
+    stopping = rt.any_rank(stop.received is not None) and rounds_done < cfg.rounds
+    every = cfg.runtime.checkpoint_every
+    if stopping or (every and rounds_done % every == 0 and rounds_done < cfg.rounds):
+        checkpoint.save(rt, checkpoint.checkpoint_root(cfg.output_path), rounds_done, rounds_done,
+                        cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep)
+    return stopping
 
 
 class Recorder:
     """Rank 0's side of a round: assemble the gathered rows, write them, print one progress line, and at
     the end store the selected and last rounds in /final."""
 
-    def __init__(self, cfg: Config, writer: RunWriter, splits, n_domains: int):
-        self.cfg, self.writer, self.n_domains = cfg, writer, n_domains
+    def __init__(self, cfg: Config, writer: RunWriter, splits, n_domains: int, first_round: int = 0):
+        self.cfg, self.writer, self.n_domains, self.first_round = cfg, writer, n_domains, first_round
         self.client_domain = np.array([c.domain for c in splits.clients])
-        self.evaluated: dict[int, dict[str, np.ndarray]] = {}
+        # Rounds evaluated before a resume come back from the run file, for the model selection at the end.
+        self.evaluated = {r: {name: writer.file[f"metrics/client/{name}"][r] for name in CLIENT_METRICS}
+                          for r in range(first_round) if is_eval_round(cfg, r)}
         self.started = time.perf_counter()
 
     def round(self, r: int, selected: np.ndarray, evaluate: bool, gathered: list, comm: dict, round_start: float):
@@ -220,7 +299,8 @@ class Recorder:
         sys.stdout.write(
             f"round {r + 1:>3}/{self.cfg.rounds}  test acc {mean_acc:.3f}  "
             f"train loss {global_row['mean_train_loss']:.3f}  {round_seconds:.2f} s/round  "
-            f"comm {comm_share:.1%}  ETA {_fmt_eta(elapsed / (r + 1) * (self.cfg.rounds - r - 1))}\n")
+            f"comm {comm_share:.1%}  ETA {_fmt_eta(elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1))}"
+            "\n")
         sys.stdout.flush()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:

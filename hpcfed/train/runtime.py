@@ -13,6 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 SERVER = 0
+FAILURE_TAG = 77  # a client rank's traceback, sent to the server before the job is aborted
+
+
+class RemoteRankFailed(RuntimeError):
+    def __init__(self, rank: int, message: str):
+        super().__init__(f"rank {rank} failed:\n{message}")
+        self.rank, self.message = rank, message
 
 
 def place_clients(train_sizes: np.ndarray, n_client_ranks: int) -> list[list[int]]:
@@ -51,11 +58,30 @@ class Runtime:
     def _wait(self, request) -> None:
         # A rank blocked inside MPI busy-polls; on an oversubscribed node it steals the core of a rank
         # that is still computing. Sleeping between tests hands the core back.
-        if self.poll_interval <= 0:
+        if self.poll_interval <= 0 and not self.is_server:
             request.Wait()
             return
         while not request.Test():
-            time.sleep(self.poll_interval)
+            if self.is_server:
+                self._raise_remote_failure()
+            time.sleep(max(self.poll_interval, 1e-4))
+
+    def _raise_remote_failure(self) -> None:
+        # The server waits in this loop whenever a client rank could fail, so it can record why before the abort.
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        if self.world.Iprobe(source=MPI.ANY_SOURCE, tag=FAILURE_TAG, status=status):
+            message = self.world.recv(source=status.Get_source(), tag=FAILURE_TAG)
+            raise RemoteRankFailed(status.Get_source(), message)
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when `flag` is set on at least one (e.g. a signal that reached one rank)."""
+        from mpi4py import MPI
+
+        value = np.array([int(flag)], dtype=np.int32)
+        self._wait(self.world.Iallreduce(MPI.IN_PLACE, value, op=MPI.MAX))
+        return bool(value[0])
 
     def allreduce_shared(self, buffer: np.ndarray) -> None:
         """Sum `buffer` over all ranks in place: weighted shared parameters plus the weight total."""
@@ -124,10 +150,19 @@ def abort_on_error(world):
         yield
     except SystemExit:
         raise
-    except BaseException:
+    except BaseException as e:
         text = traceback.format_exc()
-        sys.stderr.write(f"hpcfed: rank {world.Get_rank()} of {world.Get_size()} failed; aborting the job\n{text}")
-        sys.stderr.flush()
+        rank = world.Get_rank()
+        if not isinstance(e, RemoteRankFailed):
+            sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed; aborting the job\n{text}")
+            sys.stderr.flush()
+        if rank != SERVER:
+            # Let the server store the message in the run file; it aborts the job once it has (a few seconds).
+            request = world.issend(text, dest=SERVER, tag=FAILURE_TAG)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not request.Test():
+                time.sleep(0.05)
+            time.sleep(5)
         world.Abort(1)
 
 

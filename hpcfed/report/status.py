@@ -1,0 +1,131 @@
+"""`hpcfed status`: how far a run has come, read from its run file while the job writes it (SWMR) or after."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from hpcfed.metrics import harmonic_mean
+from hpcfed.results import open_run
+
+STATE_MEANING = {
+    "split": "splits only, not trained yet",
+    "running": "the job is writing this file",
+    "finished": "all rounds done",
+    "failed": "the job stopped on an error",
+    "interrupted": "checkpointed on a signal; will resume",
+}
+
+
+class StatusError(ValueError):
+    """The path is not a readable hpcfed run file; the message says what to do."""
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise StatusError(f"run file {path} not found; pass the 'output' path of a config that "
+                          "'hpcfed split' or 'hpcfed train' has written")
+    try:
+        f = open_run(path)
+    except OSError as e:
+        raise StatusError(f"cannot open {path} as an HDF5 run file ({e}); if its job has only just started, retry "
+                          "in a few seconds, else pass a run file written by 'hpcfed split' or 'hpcfed train'") from e
+    if "config" not in f or "status" not in f:
+        f.close()
+        raise StatusError(f"{path} is an HDF5 file but not an hpcfed run file (no /config or /status); pass a run "
+                          "file written by 'hpcfed split' or 'hpcfed train'")
+    return f
+
+
+def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
+    """(round, client means) of the newest evaluated round among the valid rows; NaN marks 'not evaluated'."""
+    accuracy = f["metrics/client/test_accuracy"][:done]
+    evaluated = [r for r in range(done) if np.isfinite(accuracy[r]).any()]
+    if not evaluated:
+        return None
+    r = evaluated[-1]
+    means = {}
+    for name in ("test_accuracy", "base_accuracy", "novel_accuracy"):
+        row = f[f"metrics/client/{name}"][r]
+        if np.isfinite(row).any():
+            means[name] = float(np.nanmean(row))
+    if "base_accuracy" in means and "novel_accuracy" in means:
+        # HM of the client-averaged Local, Base and Novel, as /final/*/summary/hm (methods.md §1.7).
+        means["hm"] = harmonic_mean(means["test_accuracy"], means["base_accuracy"], means["novel_accuracy"])
+    return r, means
+
+
+def _failure(f) -> str:
+    """The failing rank's traceback from /error and /error_rank ("" and -1, or absent in older files: none)."""
+    error = f["error"].asstr(errors="replace")[()].strip() if "error" in f else ""
+    rank = int(f["error_rank"][()]) if "error_rank" in f else -1
+    if not error:
+        return "no error message was recorded; see the job's stderr log"
+    indented = "\n".join(f"  {line}" for line in error.splitlines())
+    return f"{f'rank {rank}' if rank >= 0 else 'a rank'} failed:\n{indented}"
+
+
+def newest_checkpoint(path: Path) -> tuple[int, Path] | None:
+    """(round, directory) of the newest complete checkpoint in <run>.ckpt/; *.tmp are unfinished writes."""
+    found = []
+    for directory in path.with_suffix(".ckpt").glob("round-*"):
+        if directory.suffix == ".tmp" or not (directory / "manifest.json").is_file():
+            continue
+        try:
+            found.append((int(json.loads((directory / "manifest.json").read_text())["round"]), directory))
+        except (ValueError, KeyError, TypeError):
+            continue  # a manifest we cannot read does not describe a usable checkpoint
+    return max(found, default=None)
+
+
+def describe_run(path: str | Path, now: float | None = None) -> str:
+    """The status report of one run file, as printed by `hpcfed status`."""
+    path, now = Path(path), time.time() if now is None else now
+    with _open(path) as f:
+        config = yaml.safe_load(f["config"].asstr()[()]) or {}
+        state = f["status"].asstr()[()].strip()
+        lines = [f"run      {config.get('name', '?')} (config {f['config'].attrs.get('hash', '?')}), "
+                 f"method {config.get('method', {}).get('name', '?')}",
+                 f"state    {state}: {STATE_MEANING.get(state, 'unknown state')}"]
+        if state == "failed":
+            lines.append(f"error    {_failure(f)}")
+        if "progress" in f:
+            lines += _progress_lines(f, state, now - os.stat(path).st_mtime)
+        else:
+            lines.append(f"rounds   0 of {config.get('rounds', '?')} (not trained yet)")
+    checkpoint = newest_checkpoint(path)
+    if checkpoint:
+        lines.append(f"checkpoint  after round {checkpoint[0]}: {checkpoint[1]}")
+    return "\n".join(lines)
+
+
+def _progress_lines(f, state: str, seconds_since_write: float) -> list[str]:
+    done, total = int(f["progress/rounds_done"][()]), f["metrics/global/mean_test_accuracy"].shape[0]
+    lines = [f"rounds   {done} of {total}"]
+    latest = _latest_metrics(f, done)
+    if latest:
+        r, means = latest
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in means.items())
+        lines.append(f"metrics  round {r + 1}: {shown}")
+    round_seconds = f["metrics/global/round_seconds"][:done]
+    mean_round = float(np.nanmean(round_seconds)) if np.isfinite(round_seconds).any() else float("nan")
+    if np.isfinite(mean_round):
+        eta = f", ETA {format_duration(mean_round * (total - done))}" if state == "running" else ""
+        lines.append(f"time     {mean_round:.1f} s per round{eta}")
+    # A job killed outright (OOM, node failure, scancel -9) cannot record its end; the file just stops changing.
+    known = np.isfinite(mean_round)
+    if state == "running" and seconds_since_write > (max(10 * mean_round, 300.0) if known else 300.0):
+        pace = f"rounds take {mean_round:.0f} s" if known else "no round recorded yet"
+        lines.append(f"WARNING  no write for {format_duration(seconds_since_write)} ({pace}): the job "
+                     "may have died without recording it; check the scheduler (squeue/sacct) and the job log")
+    return lines

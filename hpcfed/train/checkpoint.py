@@ -1,0 +1,129 @@
+"""Checkpoints at round boundaries, one file per client, so a run resumes on any number of ranks.
+
+    <run>.ckpt/round-000012/manifest.json   round, results rows, config digest, sha256 of every file
+    <run>.ckpt/round-000012/global.pt       global shared state (+ published table), written by rank 1
+    <run>.ckpt/round-000012/client-00007.pt personal parameters, optimizer state, data RNG of client 7
+
+A checkpoint is written under `round-NNNNNN.tmp` and renamed only once the manifest is complete, so a crash
+mid-write leaves the previous checkpoint as the newest valid one. Every rank must see the directory
+(a shared file system on a cluster)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpcfed.train.runtime import SERVER, Runtime
+
+EXIT_CHECKPOINTED = 75  # sysexits EX_TEMPFAIL: stopped on a signal after checkpointing; requeue and resume
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    round: int  # rounds completed: training resumes at this round index
+    rows: int  # valid rows of the results file
+
+
+def checkpoint_root(output_path: str | Path) -> Path:
+    return Path(output_path).with_suffix(".ckpt")
+
+
+def _save(obj, path: Path) -> str:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host, keep: int) -> Path:
+    """Collective: every rank writes its clients, rank 0 seals the checkpoint and prunes old ones."""
+    final = root / f"round-{rounds_done:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if rt.is_server:
+        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crash mid-write
+        tmp.mkdir(parents=True)
+    rt.world.barrier()
+    files = {}
+    if host is not None:
+        for index, state in host.client_states().items():
+            name = f"client-{index:05d}.pt"
+            files[name] = _save(state, tmp / name)
+        if rt.rank == 1:
+            files["global.pt"] = _save(host.global_state(), tmp / "global.pt")
+    gathered = rt.world.gather(files, root=SERVER)
+    if rt.is_server:
+        manifest = {"round": rounds_done, "rows": rows, "config_digest": digest, "world_size": rt.size,
+                    "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": {k: v for f in gathered for k, v in
+                                                                             f.items()}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted(root.glob("round-[0-9]*[0-9]"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    rt.world.barrier()
+    return final
+
+
+def verify(path: Path, digest: str, n_clients: int) -> Checkpoint:
+    """The checkpoint at `path` if it is complete, intact and made by this experiment; else CheckpointError."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"no readable manifest.json ({e})") from None
+    if manifest.get("config_digest") != digest:
+        raise CheckpointError(f"it belongs to another config (digest {manifest.get('config_digest')}, this run "
+                              f"{digest}); resume with the same config and overrides, or start a new output")
+    expected = {"global.pt"} | {f"client-{i:05d}.pt" for i in range(n_clients)}
+    missing = expected - set(manifest["files"])
+    if missing:
+        raise CheckpointError(f"the manifest lacks {sorted(missing)[:3]}")
+    for name, sha in manifest["files"].items():
+        try:
+            data = (path / name).read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"{name} is unreadable ({e})") from None
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CheckpointError(f"{name} is corrupt (checksum mismatch)")
+    return Checkpoint(path, int(manifest["round"]), int(manifest["rows"]))
+
+
+def find(root: Path, digest: str, n_clients: int) -> Checkpoint | None:
+    """The newest valid checkpoint under `root`, warning about each newer one that is not; None when there is
+    none at all. Raises when checkpoints exist but none is valid: never a silent restart from round 0."""
+    candidates = sorted(root.glob("round-[0-9]*[0-9]"), reverse=True)
+    problems = []
+    for path in candidates:
+        try:
+            found = verify(path, digest, n_clients)
+        except CheckpointError as e:
+            problems.append(f"{path}: {e}")
+            sys.stderr.write(f"hpcfed: warning: skipping checkpoint {path.name}: {e}\n")
+            continue
+        if problems:
+            sys.stderr.write(f"hpcfed: warning: resuming from the older checkpoint {path.name}\n")
+        return found
+    if problems:
+        raise CheckpointError("no usable checkpoint: " + "; ".join(problems) +
+                              ". Pass --resume PATH to pick one, or --resume never --overwrite to start again")
+    return None
+
+
+def load(path: Path, host) -> None:
+    """Restore the clients this rank hosts (any subset of the run's clients) and the global state."""
+    host.set_global_state(torch.load(path / "global.pt", weights_only=True))
+    for index in host.clients:
+        host.set_client_state(index, torch.load(path / f"client-{index:05d}.pt", weights_only=True))

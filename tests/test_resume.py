@@ -1,0 +1,150 @@
+"""Checkpoint and resume under a real mpiexec: a run stopped by SIGUSR1 or by a killed rank and then resumed
+gives the metrics of an uninterrupted run (bitwise on the same rank count, 1e-5 on another)."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcfed.config import load_config
+from hpcfed.results import open_run
+from hpcfed.train import checkpoint
+from hpcfed.train.checkpoint import EXIT_CHECKPOINTED
+
+from conftest import HPCFED, run_mpi, write_config
+
+SCRIPT = Path(__file__).parent / "mpi_scripts" / "signal_rank.py"
+pytestmark = pytest.mark.mpi
+ROUNDS = 5
+
+
+def config(path: Path, image_tree: Path, **runtime) -> Path:
+    return write_config(path, image_tree, rounds=ROUNDS, participation=1.0, runtime=runtime)
+
+
+def train(n: int, cfg: Path, *args: str, env: dict | None = None):
+    return run_mpi(n, [sys.executable, str(SCRIPT), "train", str(cfg), *args], env=env)
+
+
+def results(path: Path) -> dict[str, np.ndarray]:
+    with open_run(path) as f:
+        out = {f"metrics/client/{k}": f[f"metrics/client/{k}"][:] for k in f["metrics/client"]}
+        out.update({f"final/selected/{k}": f[f"final/selected/{k}"][:] for k in f["final/selected"]
+                    if k not in ("summary", "domain_mean", "domain_std")})
+        out["status"] = f["status"].asstr()[()]
+    return out
+
+
+def moved(cfg: Path, to: Path) -> Path:
+    """The same experiment under another output path (run file and checkpoints copied along)."""
+    shutil.copy(cfg.with_suffix(".h5"), to.with_suffix(".h5"))
+    shutil.copytree(cfg.with_suffix(".ckpt"), to.with_suffix(".ckpt"))
+    text = cfg.read_text().replace(str(cfg.with_suffix(".h5")), str(to.with_suffix(".h5")))
+    to.write_text(text)
+    return to
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, image_tree) -> dict:
+    cfg = config(tmp_path_factory.mktemp("ref") / "ref.yaml", image_tree, checkpoint_every=0)
+    done = train(3, cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return results(cfg.with_suffix(".h5"))
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, image_tree):
+    """Rank 2 gets SIGUSR1 during round 1 (0-based); no periodic checkpoints."""
+    cfg = config(tmp_path_factory.mktemp("sig") / "sig.yaml", image_tree, checkpoint_every=0)
+    done = train(3, cfg, env={"HPCFED_TEST_SIGNAL_IN": "1"})
+    return cfg, done
+
+
+def test_a_signal_stops_every_rank_at_the_round_boundary_with_a_checkpoint(interrupted):
+    cfg, done = interrupted
+    assert done.returncode == EXIT_CHECKPOINTED, done.stderr[-3000:]
+    assert "stopped by" in done.stdout and "--resume auto" in done.stdout
+    with open_run(cfg.with_suffix(".h5")) as f:
+        assert f["status"].asstr()[()] == "interrupted"
+        assert int(f["progress/rounds_done"][()]) == 2  # the round in which the signal came was finished
+    found = checkpoint.find(cfg.with_suffix(".ckpt"), load_config(cfg, []).experiment_digest(), 4)
+    assert found is not None and found.round == 2 and found.rows == 2
+
+
+def test_resume_on_another_rank_count_matches_within_float_tolerance(interrupted, reference, tmp_path):
+    cfg = moved(interrupted[0], tmp_path / "other.yaml")  # before the same-count resume below continues it
+    done = train(2, cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stdout
+    got = results(cfg.with_suffix(".h5"))
+    assert got.pop("status") == "finished"
+    for name, values in got.items():
+        np.testing.assert_allclose(values, reference[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_resume_on_the_same_rank_count_is_bitwise_equal_to_an_uninterrupted_run(interrupted, reference):
+    cfg, _ = interrupted
+    done = train(3, cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {cfg.with_suffix('.h5')} at round 3" in done.stdout
+    got = results(cfg.with_suffix(".h5"))
+    for name, values in reference.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+    with open_run(cfg.with_suffix(".h5")) as f:
+        assert '"round": 2' in f["status"].attrs["resumes"]
+    again = train(2, cfg, "--resume", "auto")  # a finished run is left alone
+    assert again.returncode == 0 and "already finished" in again.stdout
+    np.testing.assert_array_equal(results(cfg.with_suffix(".h5"))["metrics/client/test_accuracy"],
+                                  reference["metrics/client/test_accuracy"])
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, image_tree):
+    """Rank 2 is SIGKILLed during round 3 (0-based); checkpoints every round."""
+    cfg = config(tmp_path_factory.mktemp("kill") / "kill.yaml", image_tree, checkpoint_every=1)
+    done = train(3, cfg, env={"HPCFED_TEST_KILL_IN": "3"})
+    return cfg, done
+
+
+def test_a_killed_rank_ends_the_job_and_leaves_a_loadable_checkpoint(killed):
+    cfg, done = killed
+    assert done.returncode != 0
+    with open_run(cfg.with_suffix(".h5")) as f:  # readable although its writer was killed
+        assert int(f["progress/rounds_done"][()]) == 3
+    found = checkpoint.find(cfg.with_suffix(".ckpt"), load_config(cfg, []).experiment_digest(), 4)
+    assert found is not None and found.round == 3
+    assert sorted(p.name for p in cfg.with_suffix(".ckpt").iterdir()) == ["round-000002", "round-000003"]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(killed, reference):
+    cfg, _ = killed
+    newest = cfg.with_suffix(".ckpt") / "round-000003" / "client-00001.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    done = train(3, cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "skipping checkpoint round-000003" in done.stderr and "client-00001.pt is corrupt" in done.stderr
+    assert "resuming from the older checkpoint round-000002" in done.stderr
+    got = results(cfg.with_suffix(".h5"))  # rows 3 written before the kill were dropped and recomputed
+    for name, values in reference.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
+def test_no_valid_checkpoint_is_an_error_never_a_silent_restart(tmp_path, image_tree):
+    cfg = config(tmp_path / "bad.yaml", image_tree)
+    broken = cfg.with_suffix(".ckpt") / "round-000004"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json")
+    done = run_mpi(2, [str(HPCFED), "train", str(cfg), "--resume", "auto"], timeout=120)
+    assert done.returncode != 0
+    assert "no usable checkpoint" in done.stderr and "round-000004" in done.stderr
+    assert not cfg.with_suffix(".h5").exists()
+
+
+def test_resume_and_overwrite_together_are_refused_before_launch(tmp_path, image_tree):
+    cfg = config(tmp_path / "both.yaml", image_tree)
+    done = run_mpi(2, [str(HPCFED), "train", str(cfg), "--resume", "auto", "--overwrite"], timeout=60)
+    assert done.returncode != 0 and done.stderr.count("pass only one of them") == 1

@@ -1,0 +1,162 @@
+"""`hpcfed status` reads a run file written by the real writer: state, round, metrics, ETA, failures, checkpoints."""
+
+import json
+import os
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hpcfed.cli import main
+from hpcfed.config import load_config
+from hpcfed.data import load_listing
+from hpcfed.metrics import harmonic_mean
+from hpcfed.report.status import format_duration
+from hpcfed.results import RunWriter
+from hpcfed.split.stage import prepare_splits
+
+from conftest import write_config
+
+ROUND_SECONDS = 12.0
+
+
+@pytest.fixture
+def cfg(tmp_path, image_tree):
+    """A config whose run file holds splits only, as `hpcfed split` leaves it."""
+    cfg = load_config(write_config(tmp_path / "run.yaml", image_tree, rounds=5), [])
+    listing = load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
+    prepare_splits(cfg, listing)
+    return cfg
+
+
+def start_training(cfg) -> RunWriter:
+    return RunWriter(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env={},
+                     n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=2, n_domains=2)
+
+
+def write_round(writer: RunWriter, cfg, r: int, **client_values: float) -> None:
+    """Round r with the same value for every client of each named metric (absent metrics stay NaN)."""
+    client = {name: np.full(cfg.clients, value) for name, value in client_values.items()}
+    no_bytes = np.zeros(cfg.clients, dtype=np.int64)
+    writer.write_round(r, client, {"round_seconds": ROUND_SECONDS}, {}, {"up": no_bytes, "down": no_bytes})
+
+
+def status_of(cfg) -> str:
+    result = CliRunner().invoke(main, ["status", str(cfg.output_path)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_split_only_run_is_reported_as_split_with_its_config(cfg):
+    out = status_of(cfg)
+    assert "state    split" in out and "not trained" in out
+    assert cfg.digest() in out and cfg.method.name in out and cfg.name in out
+    assert f"0 of {cfg.rounds}" in out
+
+
+def test_a_running_job_shows_its_round_latest_accuracy_and_eta(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    write_round(writer, cfg, 1, test_accuracy=0.75)
+    writer.file.close()  # the job's handle; the file still says running, as it does while a job runs
+    out = status_of(cfg)
+    assert "state    running" in out
+    assert f"rounds   2 of {cfg.rounds}" in out
+    assert "metrics  round 2: test_accuracy 0.7500" in out
+    assert f"ETA {format_duration(ROUND_SECONDS * (cfg.rounds - 2))}" in out
+    assert "WARNING" not in out
+
+
+def test_rounds_not_evaluated_are_skipped_for_the_latest_metrics(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    write_round(writer, cfg, 1, train_loss=1.0)  # trained but not evaluated: accuracy stays NaN
+    writer.file.close()
+    out = status_of(cfg)
+    assert f"rounds   2 of {cfg.rounds}" in out and "metrics  round 1: test_accuracy 0.5000" in out
+
+
+def test_base_novel_runs_show_base_novel_and_their_harmonic_mean(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.8, base_accuracy=0.7, novel_accuracy=0.4)
+    writer.close("finished")
+    out = status_of(cfg)
+    assert "base_accuracy 0.7000" in out and "novel_accuracy 0.4000" in out
+    assert f"hm {harmonic_mean(0.8, 0.7, 0.4):.4f}" in out
+
+
+def test_a_finished_run_has_no_eta(cfg):
+    writer = start_training(cfg)
+    for r in range(cfg.rounds):
+        write_round(writer, cfg, r, test_accuracy=0.5)
+    writer.close("finished")
+    out = status_of(cfg)
+    assert "state    finished" in out and f"{cfg.rounds} of {cfg.rounds}" in out
+    assert f"{ROUND_SECONDS:.1f} s per round" in out and "ETA" not in out
+
+
+def test_a_failed_run_names_the_failing_rank_and_its_traceback(cfg):
+    traceback = "Traceback (most recent call last):\nDataError: image 7 of client 3 is unreadable"
+    start_training(cfg).close("failed", error=traceback, error_rank=2)
+    out = status_of(cfg)
+    assert "state    failed" in out and "rank 2 failed:" in out
+    assert all(f"  {line}" in out for line in traceback.splitlines())
+
+
+def test_a_failed_run_without_a_known_rank_still_shows_the_message(cfg):
+    start_training(cfg).close("failed", error="KeyboardInterrupt")
+    assert "a rank failed:\n  KeyboardInterrupt" in status_of(cfg)
+
+
+def test_a_failed_run_without_a_recorded_message_points_to_the_job_log(cfg):
+    start_training(cfg).close("failed")
+    assert "no error message was recorded; see the job's stderr log" in status_of(cfg)
+
+
+def test_a_running_file_untouched_for_long_warns_that_the_job_may_have_died(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    writer.file.close()
+    long_ago = time.time() - max(10 * ROUND_SECONDS, 300) - 60
+    os.utime(cfg.output_path, (long_ago, long_ago))
+    out = status_of(cfg)
+    assert "state    running" in out and "WARNING" in out and "may have died" in out
+
+
+def test_an_interrupted_run_lists_its_newest_complete_checkpoint(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    writer.close("interrupted")
+    checkpoints = cfg.output_path.with_suffix(".ckpt")
+    for r in (1, 2):
+        (checkpoints / f"round-{r:06d}").mkdir(parents=True)
+        (checkpoints / f"round-{r:06d}" / "manifest.json").write_text(json.dumps({"round": r}))
+    unfinished = checkpoints / "round-000003.tmp"  # a write cut short: never a checkpoint
+    unfinished.mkdir()
+    (unfinished / "manifest.json").write_text(json.dumps({"round": 3}))
+    out = status_of(cfg)
+    assert "state    interrupted" in out and "will resume" in out
+    assert f"checkpoint  after round 2: {checkpoints / 'round-000002'}" in out
+
+
+def test_a_missing_run_file_is_an_error_that_says_what_to_pass(tmp_path):
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "nowhere.h5")])
+    assert result.exit_code != 0
+    assert "nowhere.h5 not found" in result.output and "output" in result.output
+
+
+def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not a run file")
+    result = CliRunner().invoke(main, ["status", str(path)])
+    assert result.exit_code != 0 and "cannot open" in result.output and "hpcfed train" in result.output
+
+
+def test_an_hdf5_file_without_the_run_layout_is_refused(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+    result = CliRunner().invoke(main, ["status", str(path)])
+    assert result.exit_code != 0 and "not an hpcfed run file" in result.output
