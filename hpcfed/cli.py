@@ -121,6 +121,9 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
     if overwrite and resume != "never":
         _fail("--overwrite starts the run again and --resume continues it: pass only one of them")
+    from hpcfed.train.signals import StopRequest
+
+    stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
     cfg = _load(config, overrides)
     from hpcfed.train.loop import run
     from hpcfed.train.runtime import abort_on_error, init_runtime
@@ -128,7 +131,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
 
     rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
     with abort_on_error(rt.world):
-        run(cfg, rt, overwrite=overwrite, resume=resume)
+        run(cfg, rt, overwrite=overwrite, resume=resume, stop=stop)
         if rt.is_server:
             print_client_table(cfg.output_path)
             click.echo(f"results: {cfg.output_path}")

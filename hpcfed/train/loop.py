@@ -135,9 +135,10 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def run(cfg: Config, rt: Runtime, overwrite: bool = False,
-        callbacks: list[Callable[[RoundEvent], None]] | None = None, resume: str = "never") -> TrainResult:
+        callbacks: list[Callable[[RoundEvent], None]] | None = None, resume: str = "never",
+        stop: StopRequest | None = None) -> TrainResult:
     world = rt.world
-    stop = StopRequest()  # from here on a SIGUSR1/SIGTERM checkpoints at the next round boundary
+    stop = stop or StopRequest()  # from here on a SIGUSR1/SIGTERM checkpoints at the next round boundary
     agree(world, lambda: validate_launch(cfg, rt.size), USER_ERRORS)
     # Every rank reads the listing (it needs the paths); rank 0 makes or reuses the splits and shares them.
     listing = agree(world, lambda: load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains,
