@@ -85,20 +85,43 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
 
 
 @main.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--last", is_flag=True, help="Show the last evaluated round instead of the one selected on validation.")
-def report(runs: tuple[str, ...], last: bool) -> None:
-    """Print the per-method table (Local, Base, Novel, HM, bytes per round) of the run files RUNS."""
-    from hpcfed.report.table import format_table, read_row
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), help="Also write the table in this "
+              "format to --out.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File for --format (default: report.<ext>).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG figures into this directory.")
+def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | None, plots_dir: str | None) -> None:
+    """Table of the run files RUNS (globs welcome): one row per dataset and method, seeds as mean ± std.
+
+    Runs that are not finished, or whose split differs from the other runs of the same dataset and seed,
+    are listed apart and left out of the means.
+    """
+    import glob
+    from pathlib import Path
+
+    from hpcfed.report.runs import ReportError, read_runs
+    from hpcfed.report.table import build_table, caption, format_table
 
     which = "last" if last else "selected"
-    rows = []
-    for path in runs:
-        try:
-            rows.append(read_row(path, which))
-        except (OSError, KeyError) as e:
-            _fail(f"cannot read run file {path}: {e}; is it an hpcfed run file (made by hpcfed train)?")
-    click.echo(format_table(rows, which))
+    # Quoted patterns too (a Makefile, a shell that did not expand them); a pattern matching nothing is an error.
+    paths = [match for pattern in runs
+             for match in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]) or [pattern]]
+    try:
+        run_infos = read_runs(paths, which)
+    except ReportError as e:
+        _fail(str(e))
+    table, text_caption = build_table(run_infos, which), caption(run_infos, which)
+    click.echo(format_table(table, text_caption))
+    if fmt:
+        out = Path(out_path or "report." + {"md": "md", "csv": "csv", "latex": "tex"}[fmt])
+        out.write_text(format_table(table, text_caption, fmt))
+        click.echo(f"table: {out}")
+    if plots_dir:
+        from hpcfed.report.figures import write_figures
+
+        for figure in write_figures(run_infos, plots_dir):
+            click.echo(f"plot: {figure}")
 
 
 @main.command()

@@ -274,3 +274,11 @@ class RunWriter:
 def open_run(path: str | Path) -> h5py.File:
     """Open a run file for reading, also while its job is still writing it."""
     return h5py.File(path, "r", libver="latest", swmr=True)
+
+
+def tidy(path: str | Path):
+    """Per-client metrics of a run file as a pandas DataFrame, one row per round x client x metric
+    (columns run, dataset, method, seed, round, client, metric, value); more in hpcfed.report.frames."""
+    from hpcfed.report.frames import client_metrics
+
+    return client_metrics(path)

@@ -99,6 +99,10 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
                  f"state    {state}: {STATE_MEANING.get(state, 'unknown state')}"]
         if state == "failed":
             lines.append(f"error    {_failure(f)}")
+        resumes = json.loads(f["status"].attrs.get("resumes", "[]"))
+        if resumes:
+            starts = ", ".join(f"round {r['round'] + 1} on {r['world_size']} ranks" for r in resumes)
+            lines.append(f"resumed  {len(resumes)} time(s): {starts}")
         if "progress" in f:
             lines += _progress_lines(f, state, now - os.stat(path).st_mtime)
         else:

@@ -1,65 +1,110 @@
-"""The per-method table of a set of run files: Local, Base, Novel, HM and bytes per round."""
+"""The results table of a set of run files: one row per (dataset, method), seeds as mean ± std."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import yaml
+import pandas as pd
 
-from hpcfed.results import open_run
+from hpcfed.report.runs import RunInfo, experiment_labels, experiments
 
-
-@dataclass
-class RunRow:
-    path: Path
-    method: str
-    status: str
-    split_hash: str
-    selected_round: int
-    values: dict[str, float]  # summary means at the selected round
-    up_per_round: float  # bytes, mean over rounds
-    down_per_round: float
+# Column name in the table: summary name in the run file.
+ACCURACIES = {"Local": "test_accuracy", "Base": "base_accuracy", "Novel": "novel_accuracy", "HM": "hm"}
+FORMATS = ("text", "md", "csv", "latex")
 
 
-def read_row(path: str | Path, which: str = "selected") -> RunRow:
-    with open_run(path) as f:
-        config = yaml.safe_load(f["config"][()])
-        method = config["method"]["name"]
-        family = config["method"].get("options", {}).get("family")
-        done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
-        values = {k: float(f[f"final/{which}/summary/{k}"][()]) for k in f[f"final/{which}/summary"]} if done else {}
-        return RunRow(
-            path=Path(path), method=f"{method}[{family}]" if family else method,
-            status=f["status"][()].decode(), split_hash=f["splits"].attrs["split_hash"],
-            selected_round=int(f[f"final/{which}_round"][()]) if done else -1, values=values,
-            up_per_round=float(np.mean(f["comm/bytes_up"][:done].sum(axis=1))) if done else math.nan,
-            down_per_round=float(np.mean(f["comm/bytes_down"][:done].sum(axis=1))) if done else math.nan,
-        )
+def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
+    row = {"dataset": dataset, "method": method, "seeds": len(runs),
+           "seed list": " ".join(str(r.seed) for r in sorted(runs, key=lambda r: r.seed))}
+    for column, name in ACCURACIES.items():
+        values = pd.Series([100 * r.summary.get(name, math.nan) for r in runs], dtype=float)
+        row[column] = values.mean() if values.notna().any() else math.nan
+        row[f"{column} std"] = values.std() if values.notna().sum() > 1 else math.nan  # ddof=1: sample std
+    row["up B/round"] = float(pd.Series([r.up_per_round for r in runs]).mean())
+    row["down B/round"] = float(pd.Series([r.down_per_round for r in runs]).mean())
+    row["round"] = " ".join(str(n) for n in sorted({r.final_round + 1 for r in runs if r.final_round >= 0}))
+    row["status"] = status
+    return row
 
 
-def _pct(value: float) -> str:
-    return "   -" if math.isnan(value) else f"{100 * value:5.1f}"
+def build_table(runs: list[RunInfo], which: str = "selected") -> pd.DataFrame:
+    """Averaged experiments first, then every run left out of the means, each with the reason."""
+    groups = experiments(runs)
+    labels = experiment_labels(groups)
+    rows = [_row(key[0], labels[key], members, "finished") for key, members in groups.items()]
+    rows += [_row(r.dataset, r.method, [r], f"NOT AVERAGED: {r.problem} ({r.path})") for r in runs if r.problem]
+    table = pd.DataFrame(rows)
+    table["accuracy at"] = "round selected on validation" if which == "selected" else "last evaluated round"
+    return table
 
 
-def format_table(rows: list[RunRow], which: str = "selected") -> str:
-    hashes = {r.split_hash for r in rows}
-    lines = [f"{'method':<16} {'Local':>6} {'Base':>6} {'Novel':>6} {'HM':>6} {'up B/round':>11} "
-             f"{'down B/round':>13} {'round':>5}  status"]
-    for r in rows:
-        v = r.values
-        note = r.status if r.status == "finished" else f"{r.status} (not comparable)"
-        if len(hashes) > 1:
-            note += f" split {r.split_hash}"
-        lines.append(f"{r.method:<16} {_pct(v.get('test_accuracy', math.nan)):>6} "
-                     f"{_pct(v.get('base_accuracy', math.nan)):>6} {_pct(v.get('novel_accuracy', math.nan)):>6} "
-                     f"{_pct(v.get('hm', math.nan)):>6} {r.up_per_round:>11,.0f} {r.down_per_round:>13,.0f} "
-                     f"{r.selected_round + 1:>5}  {note}")
-    caption = ("Accuracy in %, mean over clients, at the round selected on validation accuracy"
-               if which == "selected" else "Accuracy in %, mean over clients, at the last evaluated round")
-    caption += "; HM = 3-way harmonic mean of the mean Local, Base, Novel; bytes summed over clients."
-    if len(hashes) > 1:
-        caption += f"\nWARNING: these runs use {len(hashes)} different splits; their numbers are not comparable."
-    return "\n".join(lines) + "\n" + caption
+def caption(runs: list[RunInfo], which: str) -> str:
+    text = ("Accuracy in %, mean over clients at the round selected on validation accuracy"
+            if which == "selected" else "Accuracy in %, mean over clients at the last evaluated round")
+    text += ("; mean ± sample std over seeds; HM = 3-way harmonic mean of the mean Local, Base, Novel; "
+             "bytes summed over clients, mean per round; round counted from 1.")
+    left_out = [r for r in runs if r.problem]
+    if left_out:
+        text += f"\nWARNING: {len(left_out)} run(s) left out of the means, listed as NOT AVERAGED."
+    return text
+
+
+def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
+    if column in ACCURACIES:
+        if math.isnan(row[column]):
+            return "-"
+        spread = "" if math.isnan(row[f"{column} std"]) else f" {plus_minus} {row[f'{column} std']:.1f}"
+        return f"{row[column]:.1f}{spread}"
+    if column.endswith("B/round"):
+        return "-" if math.isnan(row[column]) else f"{row[column]:,.0f}"
+    return str(row[column])
+
+
+SHOWN = ("method", *ACCURACIES, "seeds", "up B/round", "down B/round", "round", "status")
+
+
+def _aligned(cells: list[str], widths: list[int]) -> str:
+    """Method left-aligned, numbers right-aligned, the status (last) as it is."""
+    padded = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:], strict=True)]
+    return "  ".join([*padded, cells[-1]])
+
+
+def format_text(table: pd.DataFrame, text_caption: str) -> str:
+    cells = [[_cell(row, c) for c in SHOWN] for _, row in table.iterrows()]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(SHOWN[:-1])]
+    lines = [_aligned(list(SHOWN), widths)]
+    for dataset in table["dataset"].unique():
+        lines.append(f"-- dataset {dataset}")
+        lines += [_aligned(row_cells, widths) for row_cells, in_dataset in
+                  zip(cells, table["dataset"] == dataset, strict=True) if in_dataset]
+    return "\n".join(lines) + "\n" + text_caption
+
+
+def format_markdown(table: pd.DataFrame, text_caption: str) -> str:
+    columns = ("dataset", *SHOWN)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row, c).replace("|", "/") for c in columns) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines) + "\n\n" + text_caption.replace("\n", "\n\n") + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def format_latex(table: pd.DataFrame, text_caption: str) -> str:
+    columns = ("dataset", *SHOWN)
+    latex_caption = _latex_escape(text_caption).replace("±", "$\\pm$").replace("\n", " ")
+    lines = ["\\begin{table}", "\\centering", "\\caption{" + latex_caption + "}",
+             "\\begin{tabular}{ll" + "r" * (len(columns) - 3) + "l}", "\\hline",
+             " & ".join(_latex_escape(c) for c in columns) + " \\\\", "\\hline"]
+    lines += [" & ".join(_latex_escape(_cell(row, c, "PLUSMINUS")).replace("PLUSMINUS", "$\\pm$") for c in columns)
+              + " \\\\" for _, row in table.iterrows()]
+    return "\n".join([*lines, "\\hline", "\\end{tabular}", "\\end{table}"]) + "\n"
+
+
+def format_table(table: pd.DataFrame, text_caption: str, fmt: str = "text") -> str:
+    if fmt == "csv":  # numbers unrounded, one column per mean and std; "accuracy at" stands for the caption
+        return table.to_csv(index=False)
+    return {"text": format_text, "md": format_markdown, "latex": format_latex}[fmt](table, text_caption)

@@ -1,0 +1,138 @@
+"""The figures of `hpcfed report --plots DIR`: one PNG per question, every averaged experiment in each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpcfed.report import frames
+from hpcfed.report.plots import _pyplot, plot_label_distribution
+from hpcfed.report.runs import RunInfo, experiment_labels, experiments
+from hpcfed.results import open_run
+
+PHASE_COLOURS = {"train": "tab:blue", "aggregate": "tab:orange", "evaluate": "tab:green", "io": "tab:gray"}
+
+
+def _accuracy_per_round(run: RunInfo) -> pd.Series:
+    """Mean test accuracy over the evaluated clients, in %, indexed by round (from 1)."""
+    metrics = frames.client_metrics(run.path)
+    return 100 * metrics[metrics["metric"] == "test_accuracy"].groupby("round")["value"].mean()
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def _panels(datasets: list[str], width: float = 5.5, height: float = 4.0):
+    fig, axes = _pyplot().subplots(1, len(datasets), figsize=(width * len(datasets), height), squeeze=False)
+    return fig, dict(zip(datasets, axes[0], strict=True))
+
+
+def accuracy_vs_round(groups: dict, labels: dict, path: Path) -> Path:
+    fig, axes = _panels(sorted({key[0] for key in groups}))
+    for key, members in groups.items():
+        curves = pd.concat([_accuracy_per_round(run) for run in members], axis=1)
+        mean = curves.mean(axis=1)
+        line, = axes[key[0]].plot(mean.index, mean, marker="o", label=f"{labels[key]} (n={len(members)})")
+        if len(members) > 1:
+            axes[key[0]].fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2,
+                                      color=line.get_color())
+    for dataset, ax in axes.items():
+        ax.set(title=f"{dataset}: test accuracy per round", xlabel="round", ylabel="mean client accuracy (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(title="mean over seeds, band min-max", fontsize=8, title_fontsize=8)
+    return _save(fig, path)
+
+
+def client_accuracy(groups: dict, labels: dict, path: Path) -> Path:
+    fig, axes = _panels(sorted({key[0] for key in groups}))
+    per_dataset: dict[str, list] = {}
+    for key, members in groups.items():
+        finals = pd.concat([frames.final_clients(run.path) for run in members])
+        per_dataset.setdefault(key[0], []).append(
+            (labels[key], 100 * finals[finals["metric"] == "test_accuracy"]["value"].to_numpy()))
+    for dataset, ax in axes.items():
+        names, values = zip(*per_dataset[dataset], strict=True)
+        ax.boxplot(values, showmeans=True, showfliers=False)  # the points show every client
+        for i, v in enumerate(values, start=1):
+            ax.scatter(i + np.random.default_rng(i).uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="k")
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+        ax.set(title=f"{dataset}: per-client accuracy at the selected round", ylabel="client test accuracy (%)",
+               xlabel="method (clients of all seeds; triangle = mean)")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def accuracy_vs_bytes(groups: dict, labels: dict, path: Path) -> Path:
+    fig, axes = _panels(sorted({key[0] for key in groups}))
+    for key, members in groups.items():
+        curves = []
+        for run in members:
+            comm = frames.communication(run.path).groupby("round")["bytes"].sum().cumsum() / 1e6
+            accuracy = _accuracy_per_round(run)
+            curves.append(pd.DataFrame({"megabytes": comm.loc[accuracy.index], "accuracy": accuracy}))
+        mean = pd.concat(curves).groupby(level=0).mean()
+        axes[key[0]].plot(mean["megabytes"], mean["accuracy"], marker="o", label=labels[key])
+    for dataset, ax in axes.items():
+        # Methods differ by orders of magnitude in what they send; local-only methods send nothing (0 MB).
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set(title=f"{dataset}: accuracy vs communication", ylabel="mean client accuracy (%)",
+               xlabel="bytes communicated so far, up + down, all clients (MB)")
+        ax.grid(alpha=0.3)
+        ax.legend(title="method (mean over seeds)", fontsize=8, title_fontsize=8)
+    return _save(fig, path)
+
+
+def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.0 * len(groups) + 1.5, 4.0), squeeze=False, sharey=True)
+    for ax, (key, members) in zip(axes[0], groups.items(), strict=True):
+        timing = pd.concat([frames.timing(run.path) for run in members])
+        seconds = timing.groupby(["rank", "phase"])["seconds"].mean().unstack("phase")  # mean over rounds, seeds
+        bottom = np.zeros(len(seconds))
+        for phase in [p for p in PHASE_COLOURS if p in seconds] + [p for p in seconds if p not in PHASE_COLOURS]:
+            ax.bar(seconds.index, seconds[phase], bottom=bottom, label=phase, color=PHASE_COLOURS.get(phase))
+            bottom += seconds[phase].to_numpy()
+        ax.set_xticks(seconds.index, [f"{r}{' (server)' if r == 0 else ''}" for r in seconds.index])
+        ax.set(title=f"{labels[key]} on {key[0]}", xlabel="MPI rank")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("seconds per round (mean over rounds and seeds)")
+    axes[0][-1].legend(title="phase", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return _save(fig, path)
+
+
+def label_distributions(runs: list[RunInfo], directory: Path) -> list[Path]:
+    """One figure per distinct split among the runs, named after its split hash."""
+    written, seen = [], set()
+    for run in runs:
+        if run.split_hash in seen:
+            continue
+        seen.add(run.split_hash)
+        with open_run(run.path) as f:
+            splits = f["splits"]
+            counts = {part: splits[f"label_counts/{part}"][:] for part in ("train", "val", "test")}
+            domains = list(splits["domain_names"].asstr()[()])
+            clients = [f"{i} {domains[d] if d >= 0 else ''}".strip() for i, d in enumerate(splits["client_domain"][:])]
+            classes = list(splits["class_names"].asstr()[()])
+            title = f"{run.dataset}: split {run.split_hash} ({splits.attrs.get('scheme', '?')}, seed {run.seed})"
+        written.append(plot_label_distribution(counts, classes, clients, title,
+                                               directory / f"label_distribution_{run.split_hash}.png"))
+    return written
+
+
+def write_figures(runs: list[RunInfo], directory: str | Path) -> list[Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    groups = experiments(runs)
+    labels = experiment_labels(groups)
+    written = []
+    if groups:
+        for draw in (accuracy_vs_round, client_accuracy, accuracy_vs_bytes, time_per_round):
+            written.append(draw(groups, labels, directory / f"{draw.__name__}.png"))
+    return written + label_distributions(runs, directory)

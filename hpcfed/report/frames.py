@@ -1,0 +1,82 @@
+"""Tidy pandas DataFrames of a run file: one row per observation, so runs concatenate and group easily.
+
+Rounds are counted from 1, as `hpcfed train` prints them; only the valid rows (/progress/rounds_done) are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpcfed.report.runs import dataset_label, method_label, read_config
+from hpcfed.results import open_run
+
+
+def _run_columns(f, path: Path) -> dict:
+    config = read_config(f)
+    return {"run": path.stem, "dataset": dataset_label(config), "method": method_label(config),
+            "seed": int(config.get("seed", -1))}
+
+
+def _long(arrays: dict[str, np.ndarray], second: str, key: str, value: str) -> pd.DataFrame:
+    """{key: [round, second]} arrays as rows (round, second, key, value)."""
+    parts = []
+    for name, array in arrays.items():
+        rounds, columns = np.meshgrid(np.arange(1, array.shape[0] + 1), np.arange(array.shape[1]), indexing="ij")
+        parts.append(pd.DataFrame({"round": rounds.ravel(), second: columns.ravel(), key: name,
+                                   value: array.ravel()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["round", second, key, value])
+
+
+def _with_run(frame: pd.DataFrame, run: dict) -> pd.DataFrame:
+    return frame.assign(**run)[[*run, *frame.columns]]
+
+
+def client_metrics(path: str | Path, dropna: bool = True) -> pd.DataFrame:
+    """Columns run, dataset, method, seed, round, client, metric, value; dropna leaves out the
+    (round, client) pairs that were not evaluated or did not take part (NaN in the file)."""
+    path = Path(path)
+    with open_run(path) as f:
+        done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
+        arrays = {name: f[f"metrics/client/{name}"][:done] for name in f["metrics/client"]} if done else {}
+        frame = _long(arrays, "client", "metric", "value")
+        run = _run_columns(f, path)
+    if dropna:
+        frame = frame.dropna(subset=["value"]).reset_index(drop=True)
+    return _with_run(frame, run)
+
+
+def timing(path: str | Path) -> pd.DataFrame:
+    """Columns run, dataset, method, seed, round, rank, phase, seconds (rank 0 is the server)."""
+    path = Path(path)
+    with open_run(path) as f:
+        done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
+        arrays = {phase: f[f"timing/{phase}"][:done] for phase in f["timing"]} if done else {}
+        frame = _long(arrays, "rank", "phase", "seconds")
+        run = _run_columns(f, path)
+    return _with_run(frame.dropna(subset=["seconds"]).reset_index(drop=True), run)
+
+
+def communication(path: str | Path) -> pd.DataFrame:
+    """Columns run, dataset, method, seed, round, client, direction (up, down), bytes."""
+    path = Path(path)
+    with open_run(path) as f:
+        done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
+        arrays = {direction: f[f"comm/bytes_{direction}"][:done] for direction in ("up", "down")} if done else {}
+        frame = _long(arrays, "client", "direction", "bytes")
+        run = _run_columns(f, path)
+    return _with_run(frame, run)
+
+
+def final_clients(path: str | Path, which: str = "selected") -> pd.DataFrame:
+    """Columns run, dataset, method, seed, round, client, metric, value at /final/{which} (selected or last)."""
+    path = Path(path)
+    with open_run(path) as f:
+        group = f[f"final/{which}"]
+        arrays = {name: group[name][:][None, :] for name in f["metrics/client"] if name in group}
+        frame = _long(arrays, "client", "metric", "value")
+        frame["round"] = int(f[f"final/{which}_round"][()]) + 1
+        run = _run_columns(f, path)
+    return _with_run(frame.dropna(subset=["value"]).reset_index(drop=True), run)

@@ -1,0 +1,161 @@
+"""`hpcfed report` on run files made by real short runs: the table, its files, the figures, the tidy frames."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hpcfed.cli import main
+from hpcfed.results import open_run, tidy
+
+from conftest import HPCFED, REPO, run_mpi, write_config
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, image_tree) -> dict:
+    """Two seeds of pFedMMA, a seed-0 run on another partition, a split-only file and an interrupted copy."""
+    folder = tmp_path_factory.mktemp("report")
+    cfg = write_config(folder / "base.yaml", image_tree, rounds=2)
+    made = {name: folder / f"{name}.h5" for name in ("seed0", "seed1", "other_split", "split_only", "interrupted")}
+    trainings = {"seed0": ["seed=0"], "seed1": ["seed=1"], "other_split": ["seed=0", "partition.beta=0.3"]}
+    for name, overrides in trainings.items():
+        args = [str(HPCFED), "train", str(cfg), "-o", f"output={made[name]}"]
+        for override in overrides:
+            args += ["-o", override]
+        result = run_mpi(2, args)
+        assert result.returncode == 0, result.stderr[-2000:]
+    split = subprocess.run([str(HPCFED), "split", str(cfg), "-o", f"output={made['split_only']}", "-o", "seed=2"],
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert split.returncode == 0, split.stderr[-2000:]
+    shutil.copy(made["seed1"], made["interrupted"])  # as a job stopped by SIGUSR1 after its first round leaves it
+    with h5py.File(made["interrupted"], "r+") as f:
+        f["status"][()] = "interrupted"
+        f["progress/rounds_done"][()] = 1
+    return made
+
+
+def report(*args) -> str:
+    result = CliRunner().invoke(main, ["report", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def summary_over_seeds(paths, which: str = "selected") -> tuple[float, float]:
+    """Mean and sample std over the runs of the client mean of Local accuracy, in %, straight from the arrays."""
+    per_run = []
+    for path in paths:
+        with open_run(path) as f:
+            per_run.append(100 * np.nanmean(f[f"final/{which}/test_accuracy"][:]))
+    return float(np.mean(per_run)), float(np.std(per_run, ddof=1))
+
+
+def read_csv_table(runs, tmp_path, *extra) -> pd.DataFrame:
+    out = tmp_path / "table.csv"
+    report(*runs.values(), "--format", "csv", "--out", out, *extra)
+    return pd.read_csv(out)
+
+
+def averaged_row(table: pd.DataFrame) -> pd.Series:
+    rows = table[table["status"] == "finished"]
+    assert len(rows) == 1, table
+    return rows.iloc[0]
+
+
+def test_table_numbers_are_the_mean_and_std_over_seeds_of_the_run_arrays(runs, tmp_path):
+    mean, std = summary_over_seeds([runs["seed0"], runs["seed1"]])
+    row = averaged_row(read_csv_table(runs, tmp_path))
+    assert row["method"] == "pfedmma" and row["seeds"] == 2 and row["seed list"] == "0 1"
+    assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
+    assert row["accuracy at"] == "round selected on validation"
+    text = report(*runs.values())
+    assert text.splitlines()[0].split()[:5] == ["method", "Local", "Base", "Novel", "HM"]
+    assert f"{mean:.1f} ± {std:.1f}" in text
+    assert "selected on validation accuracy" in text
+
+
+def test_last_shows_the_last_round_and_says_so(runs, tmp_path):
+    mean, std = summary_over_seeds([runs["seed0"], runs["seed1"]], "last")
+    row = averaged_row(read_csv_table(runs, tmp_path, "--last"))
+    assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
+    assert "at the last evaluated round" in report(*runs.values(), "--last")
+
+
+def test_a_run_on_another_split_is_flagged_and_left_out_of_the_means(runs, tmp_path):
+    with open_run(runs["seed0"]) as a, open_run(runs["other_split"]) as b:
+        assert a["splits"].attrs["split_hash"] != b["splits"].attrs["split_hash"]
+    table = read_csv_table(runs, tmp_path)
+    flagged = table[table["status"].str.contains("other_split.h5")].iloc[0]
+    assert flagged["status"].startswith("NOT AVERAGED: split") and flagged["seeds"] == 1
+    assert averaged_row(table)["seeds"] == 2
+    assert "WARNING: 3 run(s) left out of the means" in report(*runs.values())
+
+
+def test_unfinished_runs_are_labelled_and_left_out_of_the_means(runs, tmp_path):
+    table = read_csv_table(runs, tmp_path)
+    status = {path: table[table["status"].str.contains(f"{path}.h5")]["status"].iloc[0]
+              for path in ("split_only", "interrupted")}
+    assert status["split_only"].startswith("NOT AVERAGED: split, 0 rounds done")
+    assert status["interrupted"].startswith("NOT AVERAGED: interrupted, 1 rounds done")
+    assert averaged_row(table)["Local"] == pytest.approx(summary_over_seeds([runs["seed0"], runs["seed1"]])[0])
+
+
+def test_markdown_and_latex_files_are_written(runs, tmp_path):
+    report(*runs.values(), "--format", "md", "--out", tmp_path / "table.md")
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert lines[0].startswith("| dataset | method | Local") and lines[1].startswith("|---|")
+    assert sum(line.startswith("| imagefolder[a,b] |") for line in lines) == 4  # averaged row + 3 left out
+    report(*runs.values(), "--format", "latex", "--out", tmp_path / "table.tex")
+    latex = (tmp_path / "table.tex").read_text()
+    assert "\\begin{tabular}" in latex and "$\\pm$" in latex and "\\caption{Accuracy in \\%" in latex
+
+
+def test_plots_directory_holds_the_figures(runs, tmp_path):
+    import matplotlib.image
+
+    output = report(*runs.values(), "--plots", tmp_path / "plots")
+    hashes = set()
+    for path in runs.values():
+        with open_run(path) as f:
+            hashes.add(f["splits"].attrs["split_hash"])
+    expected = {"accuracy_vs_round.png", "client_accuracy.png", "accuracy_vs_bytes.png", "time_per_round.png"}
+    expected |= {f"label_distribution_{h}.png" for h in hashes}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
+    for name in expected:
+        image = matplotlib.image.imread(tmp_path / "plots" / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, name
+        assert f"plot: {tmp_path / 'plots' / name}" in output
+
+
+def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not hdf5")
+    result = CliRunner().invoke(main, ["report", str(runs["seed0"]), str(broken)])
+    assert result.exit_code == 2 and f"cannot read run file {broken}" in result.output
+
+
+def test_tidy_has_one_row_per_round_client_and_metric(runs):
+    frame = tidy(runs["seed0"])
+    with open_run(runs["seed0"]) as f:
+        accuracy = f["metrics/client/test_accuracy"][:]
+    local = frame[frame["metric"] == "test_accuracy"].set_index(["round", "client"])["value"]
+    assert not local.index.duplicated().any()
+    for (r, client), value in local.items():
+        assert value == accuracy[r - 1, client]
+    assert len(local) == np.isfinite(accuracy).sum()
+    assert set(frame["method"]) == {"pfedmma"} and set(frame["seed"]) == {0}
+
+
+def test_another_setting_of_a_method_is_its_own_row_named_by_what_differs(runs, tmp_path):
+    out = tmp_path / "settings.csv"
+    report(runs["seed1"], runs["other_split"], "--format", "csv", "--out", out)  # different seeds: no clash
+    table = pd.read_csv(out)
+    assert sorted(table["method"]) == ["pfedmma (partition.beta=0.3)", "pfedmma (partition.beta=1.0)"]
+    assert (table["status"] == "finished").all() and (table["seeds"] == 1).all()
