@@ -35,6 +35,7 @@ class DataConfig:
     class_names_file: str | None = None
     prompt: str = "a photo of a {}."  # text template; {} is the class name
     cache_images: bool = True  # keep decoded, resized images in memory on each rank
+    invert: bool = False  # light-on-dark images (MNIST-like) to dark-on-white, as the tiny CLIP was trained
 
 
 @dataclass

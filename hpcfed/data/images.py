@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from hpcfed.data.listing import DataError, Listing
@@ -13,8 +13,8 @@ from hpcfed.data.listing import DataError, Listing
 class ImageSource:
     """Reads a listing's images through the backbone's eval preprocess, split at its Normalize step."""
 
-    def __init__(self, listing: Listing, preprocess: T.Compose, cache: bool = True):
-        self.listing = listing
+    def __init__(self, listing: Listing, preprocess: T.Compose, cache: bool = True, invert: bool = False):
+        self.listing, self.invert = listing, invert
         steps = list(preprocess.transforms)
         normalize = next(s for s in steps if isinstance(s, T.Normalize))
         # open_clip wraps ToTensor (MaybeToTensor); everything before Normalize except it is geometry.
@@ -25,6 +25,8 @@ class ImageSource:
 
     def _prepare(self, img: Image.Image) -> torch.Tensor:
         img = img.convert("RGB")
+        if self.invert:
+            img = ImageOps.invert(img)
         for step in self.geometric:
             img = step(img)
         return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)

