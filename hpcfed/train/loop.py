@@ -62,7 +62,7 @@ def build_host(cfg: Config, rt: Runtime, listing, splits, my_clients: list[int])
     method = METHODS[cfg.method.name](cfg.method.options)
     init = torch.Generator().manual_seed(torch_seed(cfg.seed, Stream.INIT, 1))
     added = method.attach(clip, init).to(rt.device)
-    images = ImageSource(listing, preprocess, cache=cfg.data.cache_images)
+    images = ImageSource(listing, preprocess, cache=cfg.data.cache_images, invert=cfg.data.invert)
     return ClientHost(cfg, clip, added, method, images, listing.labels, listing.class_names, tokenizer, splits,
                       my_clients, rt.device)
 
