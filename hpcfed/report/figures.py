@@ -15,6 +15,11 @@ from hpcfed.results import open_run
 PHASE_COLOURS = {"train": "tab:blue", "aggregate": "tab:orange", "evaluate": "tab:green", "io": "tab:gray"}
 
 
+def _style(i: int) -> dict:
+    """Colour and marker of the i-th method: tab20 keeps a dozen methods apart (the default cycle repeats at 10)."""
+    return {"color": _pyplot().get_cmap("tab20")(i % 20), "marker": "osD^v<>ph*"[i % 10]}
+
+
 def _accuracy_per_round(run: RunInfo) -> pd.Series:
     """Mean test accuracy over the evaluated clients, in %, indexed by round (from 1)."""
     metrics = frames.client_metrics(run.path)
@@ -35,10 +40,10 @@ def _panels(datasets: list[str], width: float = 5.5, height: float = 4.0):
 
 def accuracy_vs_round(groups: dict, labels: dict, path: Path) -> Path:
     fig, axes = _panels(sorted({key[0] for key in groups}))
-    for key, members in groups.items():
+    for i, (key, members) in enumerate(groups.items()):
         curves = pd.concat([_accuracy_per_round(run) for run in members], axis=1)
         mean = curves.mean(axis=1)
-        line, = axes[key[0]].plot(mean.index, mean, marker="o", label=f"{labels[key]} (n={len(members)})")
+        line, = axes[key[0]].plot(mean.index, mean, label=f"{labels[key]} (n={len(members)})", **_style(i))
         if len(members) > 1:
             axes[key[0]].fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2,
                                       color=line.get_color())
@@ -71,14 +76,14 @@ def client_accuracy(groups: dict, labels: dict, path: Path) -> Path:
 
 def accuracy_vs_bytes(groups: dict, labels: dict, path: Path) -> Path:
     fig, axes = _panels(sorted({key[0] for key in groups}))
-    for key, members in groups.items():
+    for i, (key, members) in enumerate(groups.items()):
         curves = []
         for run in members:
             comm = frames.communication(run.path).groupby("round")["bytes"].sum().cumsum() / 1e6
             accuracy = _accuracy_per_round(run)
             curves.append(pd.DataFrame({"megabytes": comm.loc[accuracy.index], "accuracy": accuracy}))
         mean = pd.concat(curves).groupby(level=0).mean()
-        axes[key[0]].plot(mean["megabytes"], mean["accuracy"], marker="o", label=labels[key])
+        axes[key[0]].plot(mean["megabytes"], mean["accuracy"], label=labels[key], **_style(i))
     for dataset, ax in axes.items():
         # Methods differ by orders of magnitude in what they send; local-only methods send nothing (0 MB).
         ax.set_xscale("symlog", linthresh=0.01)
@@ -91,8 +96,12 @@ def accuracy_vs_bytes(groups: dict, labels: dict, path: Path) -> Path:
 
 def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.0 * len(groups) + 1.5, 4.0), squeeze=False, sharey=True)
-    for ax, (key, members) in zip(axes[0], groups.items(), strict=True):
+    cols = min(4, len(groups))  # a grid: a dozen methods in one row would be unreadable
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols + 1.5, 3.6 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (key, members) in zip(axes.flat, groups.items(), strict=False):
         timing = pd.concat([frames.timing(run.path) for run in members])
         seconds = timing.groupby(["rank", "phase"])["seconds"].mean().unstack("phase")  # mean over rounds, seeds
         bottom = np.zeros(len(seconds))
@@ -102,7 +111,8 @@ def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
         ax.set_xticks(seconds.index, [f"{r}{' (server)' if r == 0 else ''}" for r in seconds.index])
         ax.set(title=f"{labels[key]} on {key[0]}", xlabel="MPI rank")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("seconds per round (mean over rounds and seeds)")
+    for row in axes:
+        row[0].set_ylabel("seconds per round\n(mean over rounds, seeds)")
     axes[0][-1].legend(title="phase", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return _save(fig, path)
 
