@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from PIL import Image
 
 from hpcfed.data.registry import data_cache_dir
 from hpcfed.models import WEIGHTS_DIR, register_hpcfed_configs
@@ -29,7 +30,7 @@ def test_the_checkpoint_loads_through_open_clip_with_its_preprocess():
     register_hpcfed_configs()
     model, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=str(WEIGHTS))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    x = preprocess(__import__("PIL.Image").Image.new("RGB", (64, 64), "white"))[None]
+    x = preprocess(Image.new("RGB", (64, 64), "white"))[None]
     assert x.shape == (1, 3, 96, 96)
     with torch.no_grad():
         image, text = model.encode_image(x), model.encode_text(open_clip.get_tokenizer(ARCH)(["a photo of a dog."]))
