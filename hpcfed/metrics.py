@@ -24,3 +24,9 @@ def select_round(eval_rounds: list[int], val_accuracy: dict[int, np.ndarray]) ->
         return eval_rounds[-1], "last round (no validation data)"
     best = max(valid, key=lambda r: (scores[r], -r))
     return best, f"best mean val_accuracy ({scores[best]:.4f})"
+
+
+def format_duration(seconds: float) -> str:
+    """H:MM:SS, for ETAs and ages in progress lines and `hpcfed status`."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

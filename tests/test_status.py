@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from hpcfed.cli import main
 from hpcfed.config import load_config
 from hpcfed.data import load_listing
-from hpcfed.metrics import harmonic_mean
-from hpcfed.report.status import format_duration
+from hpcfed.metrics import format_duration, harmonic_mean
 from hpcfed.results import RunWriter
 from hpcfed.split.stage import prepare_splits
 

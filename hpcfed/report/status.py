@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpcfed.metrics import harmonic_mean
+from hpcfed.metrics import format_duration, harmonic_mean
 from hpcfed.results import open_run
 
 STATE_MEANING = {
@@ -24,11 +24,6 @@ STATE_MEANING = {
 
 class StatusError(ValueError):
     """The path is not a readable hpcfed run file; the message says what to do."""
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _open(path: Path):

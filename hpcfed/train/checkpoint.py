@@ -56,7 +56,7 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
     if rt.is_server:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crash mid-write
         tmp.mkdir(parents=True)
-    rt.world.barrier()
+    rt.barrier()
     files = {}
     if host is not None:
         for index, state in host.client_states().items():
@@ -74,7 +74,7 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
         tmp.rename(final)
         for old in sorted(root.glob("round-[0-9]*[0-9]"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    rt.world.barrier()
+    rt.barrier()
     return final
 
 

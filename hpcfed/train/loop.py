@@ -16,7 +16,7 @@ import numpy as np
 from hpcfed.config import Config, ConfigError
 from hpcfed.config.validate import validate_launch
 from hpcfed.data import DataError, load_listing
-from hpcfed.metrics import select_round
+from hpcfed.metrics import format_duration, select_round
 from hpcfed.results import CLIENT_METRICS, PHASES, RunFileExists, RunWriter
 from hpcfed.rng import Stream, sample_clients, torch_seed
 from hpcfed.split import SplitError
@@ -117,21 +117,18 @@ def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None
             return checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
         except CheckpointError as e:
             raise CheckpointError(f"cannot resume from {resume}: {e}") from None
+    trained = False
     if cfg.output_path.exists():
         from hpcfed.results import open_run
 
         with open_run(cfg.output_path) as f:
+            trained = "metrics" in f
             if f["status"].asstr()[()] == "finished":
                 return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
     found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients)
-    if found is None and cfg.output_path.exists():
+    if found is None and trained:
         sys.stdout.write(f"no checkpoint of {cfg.output_path} yet: starting from round 0\n")
     return found
-
-
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def run(cfg: Config, rt: Runtime, overwrite: bool = False,
@@ -297,11 +294,11 @@ class Recorder:
             self.evaluated[r] = rows
         elapsed = time.perf_counter() - self.started
         comm_share = float(np.mean(timing_rows["aggregate"][1:]) / max(round_seconds, 1e-9))
+        eta = elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1)
         sys.stdout.write(
             f"round {r + 1:>3}/{self.cfg.rounds}  test acc {mean_acc:.3f}  "
             f"train loss {global_row['mean_train_loss']:.3f}  {round_seconds:.2f} s/round  "
-            f"comm {comm_share:.1%}  ETA {_fmt_eta(elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1))}"
-            "\n")
+            f"comm {comm_share:.1%}  ETA {format_duration(eta)}\n")
         sys.stdout.flush()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:

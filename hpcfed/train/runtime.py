@@ -98,6 +98,9 @@ class Runtime:
             self.published_comm = self.world.Dup()
         self._wait(self.published_comm.Iallreduce(MPI.IN_PLACE, table, op=MPI.SUM))
 
+    def barrier(self) -> None:
+        self._wait(self.world.Ibarrier())
+
     def gather_to_server(self, obj):
         """Per-rank metrics and timings to rank 0 (telemetry on the world communicator, not model state)."""
         self._wait(self.world.Ibarrier())
