@@ -161,6 +161,33 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
 
 
 @main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help=OVERRIDE_HELP)
+@click.option("--views", type=int, metavar="K", help="K fixed augmented views per training image (sets "
+              "train.augment_views; train with the same value to use the cache).")
+@click.option("--overwrite", is_flag=True, help="Extract again even if a cache with this key exists.")
+def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrite: bool) -> None:
+    """Compute the frozen prefix of the image tower once for every image of CONFIG's splits (fp16, HDF5).
+
+    The cut is where the method's parameters first touch the image tower (pFedMMA: the first adapted block;
+    prompt methods: the final embedding). The file is named by a key of model, weights, data listing,
+    transform, views and cut, in extract.dir; `hpcfed train` with extract.enabled: true uses it, or makes it
+    when missing. Run it under MPI to split the work: mpiexec -n 4 hpcfed extract configs/demo.yaml
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = _load(config, overrides + ((f"train.augment_views={views}",) if views is not None else ()))
+    from hpcfed.extract.stage import run_extract
+    from hpcfed.train.runtime import abort_on_error, init_runtime
+
+    rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
+    with abort_on_error(rt.world):
+        path = run_extract(cfg, rt, overwrite)
+        if rt.is_server:
+            click.echo(f"cache: {path}  (train with -o extract.enabled=true"
+                       f"{f' -o train.augment_views={cfg.train.augment_views}' if cfg.train.augment_views else ''})")
+
+
+@main.command()
 @click.argument("run_file", type=click.Path(dir_okay=False))
 def status(run_file: str) -> None:
     """Show how far the run in RUN_FILE has come: state, round, latest metrics, ETA, newest checkpoint.

@@ -72,6 +72,14 @@ class TrainConfig:
     reset_optimizer: bool = False  # a fresh optimizer per client per round instead of persistent state
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
+    augment_views: int = 0  # 0: no augmentation; K: K fixed random-resized-crop+flip views per image, one per epoch
+
+
+@dataclass
+class ExtractConfig:
+    enabled: bool = False  # train from the cached frozen prefix of the image tower (hpcfed extract; made if missing)
+    dir: str = "cache"  # cache files are named by their key inside this directory
+    dtype: str = "float16"  # float32 keeps the features exact (twice the size)
 
 
 @dataclass
@@ -97,6 +105,7 @@ class Config:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property

@@ -32,6 +32,10 @@ def validate(c: Config) -> None:
              "choose sgd, adam or adamw")
     _require(t.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {t.prox_mu}",
              "0 turns FedProx off; e.g. 0.01 pulls shared parameters toward the global state")
+    _require(0 <= t.augment_views <= 256, "train.augment_views", f"must lie in [0, 256], got {t.augment_views}",
+             "0 turns augmentation off; e.g. 8 gives each training image 8 fixed augmented views")
+    _require(c.extract.dtype in ("float16", "float32"), "extract.dtype", f"unknown dtype {c.extract.dtype!r}",
+             "choose float16 (half the size) or float32 (exact features)")
     p = c.partition
     from hpcfed.split import PARTITIONERS
 

@@ -20,6 +20,9 @@ class Method:
     # Glob patterns of parameters whose latest per-client values every client can read after each round
     # (e.g. pFedMoAP's prompt experts); the runtime gathers them into a table, see before_local_training.
     published: ClassVar[tuple[str, ...]] = ()
+    # True when the method reads the image tower's patch tokens, not only its pooled embedding (the feature
+    # cache then stops after the last block instead of at the embedding).
+    image_tokens: ClassVar[bool] = False
     # Reference hyperparameters of the method (methods.md), used for train.* keys the config leaves unset.
     train_defaults: ClassVar[dict[str, Any]] = {}
 

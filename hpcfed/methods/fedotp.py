@@ -70,6 +70,7 @@ def patch_features(clip: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class FedOTP(Prompt):
     name = "fedotp"
     shared = ("ctx_global",)
+    image_tokens = True  # optimal transport over patch tokens
     train_defaults = {"optimizer": "sgd", "lr": 0.001}
 
     @dataclass

@@ -124,11 +124,14 @@ class ClientHost:
         anchor = [p.detach().clone() for p in self.shared_params] if self.cfg.train.prox_mu > 0 else None
         self.clip.train()
         train_index, losses = client.split.train, []
+        n_views = self.cfg.train.augment_views
         for _ in range(self.cfg.train.local_epochs):
             order = train_index[client.data_rng.permutation(len(train_index))]
+            views = client.data_rng.integers(n_views, size=len(order)) if n_views else None  # one view per epoch
             for start in range(0, len(order), self.cfg.train.batch_size):
                 batch = order[start:start + self.cfg.train.batch_size]
-                images = self.images.batch(batch, self.device)
+                images = self.images.batch(batch, self.device,
+                                           None if views is None else views[start:start + len(batch)])
                 labels = self.train_task.label_index[self.labels[batch]].to(self.device)
                 loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
                 if anchor is not None:

@@ -159,6 +159,11 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     my_clients = [] if rt.is_server else placement[rt.rank - 1]
     host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients),
                  USER_ERRORS)
+    if cfg.extract.enabled:
+        from hpcfed.extract.stage import prepare_cache, use_cache
+
+        cache, cut = prepare_cache(cfg, rt, host, listing, splits, USER_ERRORS)
+        agree(world, lambda: host is None or use_cache(host, cache, cut), USER_ERRORS)
     # What the server needs to know of the model without building one: buffer sizes and payloads.
     layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) if rt.rank == 1 \
         else None
