@@ -159,3 +159,19 @@ def test_another_setting_of_a_method_is_its_own_row_named_by_what_differs(runs, 
     table = pd.read_csv(out)
     assert sorted(table["method"]) == ["pfedmma (partition.beta=0.3)", "pfedmma (partition.beta=1.0)"]
     assert (table["status"] == "finished").all() and (table["seeds"] == 1).all()
+
+
+def test_a_run_made_before_a_config_key_existed_groups_with_runs_that_have_its_default(runs, tmp_path):
+    old = tmp_path / "older_version.h5"
+    shutil.copy(runs["seed1"], old)
+    with h5py.File(old, "r+") as f:  # as written by an hpcfed without the extract section and augment_views
+        import yaml
+
+        config = yaml.safe_load(f["config"].asstr()[()])
+        del config["extract"], config["train"]["augment_views"]
+        del f["config"]
+        f["config"] = yaml.safe_dump(config)
+    out = tmp_path / "mixed_versions.csv"
+    report(runs["seed0"], old, "--format", "csv", "--out", out)
+    row = averaged_row(pd.read_csv(out))
+    assert row["method"] == "pfedmma" and row["seeds"] == 2

@@ -240,10 +240,10 @@ def parse_config(tree: dict[str, Any] | None, overrides: list[str] | None = None
     return config
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_trees(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_trees(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -263,7 +263,7 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = tree.pop("base", None)
     if base is None:
         return tree
-    return _merge(read_yaml_tree(path.parent / base, (*seen, path.resolve())), tree)
+    return merge_trees(read_yaml_tree(path.parent / base, (*seen, path.resolve())), tree)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

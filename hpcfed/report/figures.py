@@ -48,7 +48,7 @@ def accuracy_vs_round(groups: dict, labels: dict, path: Path) -> Path:
             axes[key[0]].fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2,
                                       color=line.get_color())
     for dataset, ax in axes.items():
-        ax.set(title=f"{dataset}: test accuracy per round", xlabel="round", ylabel="mean client accuracy (%)")
+        ax.set(title=f"{dataset}\ntest accuracy per round", xlabel="round", ylabel="mean client accuracy (%)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(title="mean over seeds, band min-max", fontsize=8, title_fontsize=8)
@@ -68,7 +68,7 @@ def client_accuracy(groups: dict, labels: dict, path: Path) -> Path:
         for i, v in enumerate(values, start=1):
             ax.scatter(i + np.random.default_rng(i).uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="k")
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
-        ax.set(title=f"{dataset}: per-client accuracy at the selected round", ylabel="client test accuracy (%)",
+        ax.set(title=f"{dataset}\nper-client accuracy at the selected round", ylabel="client test accuracy (%)",
                xlabel="method (clients of all seeds; triangle = mean)")
         ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
@@ -87,7 +87,7 @@ def accuracy_vs_bytes(groups: dict, labels: dict, path: Path) -> Path:
     for dataset, ax in axes.items():
         # Methods differ by orders of magnitude in what they send; local-only methods send nothing (0 MB).
         ax.set_xscale("symlog", linthresh=0.01)
-        ax.set(title=f"{dataset}: accuracy vs communication", ylabel="mean client accuracy (%)",
+        ax.set(title=f"{dataset}\naccuracy vs communication", ylabel="mean client accuracy (%)",
                xlabel="bytes communicated so far, up + down, all clients (MB)")
         ax.grid(alpha=0.3)
         ax.legend(title="method (mean over seeds)", fontsize=8, title_fontsize=8)
@@ -109,7 +109,7 @@ def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
             ax.bar(seconds.index, seconds[phase], bottom=bottom, label=phase, color=PHASE_COLOURS.get(phase))
             bottom += seconds[phase].to_numpy()
         ax.set_xticks(seconds.index, [f"{r}{' (server)' if r == 0 else ''}" for r in seconds.index])
-        ax.set(title=f"{labels[key]} on {key[0]}", xlabel="MPI rank")
+        ax.set(title=f"{labels[key]}\non {key[0]}", xlabel="MPI rank")
         ax.grid(axis="y", alpha=0.3)
     for row in axes:
         row[0].set_ylabel("seconds per round\n(mean over rounds, seeds)")

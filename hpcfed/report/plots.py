@@ -23,13 +23,16 @@ def plot_label_distribution(label_counts: dict[str, np.ndarray], class_names: li
     parts = [p for p in ("train", "val", "test") if p in label_counts]
     n_clients, n_classes = label_counts[parts[0]].shape
     colours = plt.get_cmap("tab20" if n_classes <= 20 else "turbo")(np.linspace(0, 1, max(n_classes, 2)))
-    height = max(3.0, 0.35 * n_clients + 1.5)
+    # Only the classes some client holds (a base-to-novel split trains on half of them) go in the legend.
+    present = [k for k in range(n_classes) if any(label_counts[p][:, k].sum() for p in parts)]
+    legend_columns = 1 + len(present) // 16
+    height = max(3.0, 0.35 * n_clients + 1.5, 0.2 * len(present) / legend_columns + 1.0)
     fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts) + 2.8, height), sharey=True, squeeze=False)
     y = np.arange(n_clients)
     for ax, part in zip(axes[0], parts, strict=True):
         counts = label_counts[part]
         left = np.zeros(n_clients)
-        for k in range(n_classes):
+        for k in present:
             ax.barh(y, counts[:, k], left=left, color=colours[k], edgecolor="white", linewidth=0.3,
                     label=class_names[k])
             left += counts[:, k]
@@ -40,7 +43,7 @@ def plot_label_distribution(label_counts: dict[str, np.ndarray], class_names: li
     axes[0][0].invert_yaxis()
     axes[0][0].set_ylabel("client")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="class", frameon=False,
-                       ncol=1 if n_classes <= 25 else 2)
+                       ncol=legend_columns)
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
