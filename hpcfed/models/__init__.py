@@ -101,3 +101,23 @@ def create_backbone(name: str, pretrained: str | None, device: str = "cpu"):
     for p in model.parameters():
         p.requires_grad_(False)
     return model, preprocess, open_clip.get_tokenizer(name)
+
+
+def trim_text_context(clip, token_sets: list) -> int | None:
+    """CLIP's text tower is causal and reads only the end-of-text token, so positions after the last EOT of any
+    prompt never reach a feature. Cutting the context there (77 -> about 10 tokens for short class prompts) makes
+    the text tower several times cheaper and changes no feature. Returns the kept length, or None when the model
+    does not pool the EOT token under a causal mask (then nothing is cut)."""
+    import torch
+
+    mask = getattr(clip, "attn_mask", None)
+    if getattr(clip, "text_pool_type", None) != "argmax" or mask is None:
+        return None
+    if not torch.equal(torch.isinf(mask), torch.ones_like(mask, dtype=torch.bool).triu(1)):
+        return None  # not a causal mask
+    length = max(int(t.argmax(dim=-1).max()) for t in token_sets) + 1
+    if length < mask.shape[0]:
+        clip.attn_mask = mask[:length, :length].clone()
+        clip.positional_embedding = torch.nn.Parameter(clip.positional_embedding[:length].detach().clone(),
+                                                       requires_grad=False)
+    return length

@@ -12,6 +12,7 @@ from hpcfed.config import Config
 from hpcfed.data.images import ImageSource
 from hpcfed.methods import Method
 from hpcfed.metrics import harmonic_mean
+from hpcfed.models import trim_text_context
 from hpcfed.rng import Stream, generator, torch_seed
 from hpcfed.split import ClientSplit, Splits
 
@@ -64,6 +65,10 @@ class ClientHost:
         base_novel = splits.base_classes is not None
         self.train_task = task(splits.base_classes if base_novel else np.arange(len(class_names)))
         self.novel_task = task(splits.novel_classes) if base_novel else None
+        tasks = [t for t in (self.train_task, self.novel_task) if t is not None]
+        length = trim_text_context(clip, [t.tokens for t in tasks])
+        for t in tasks if length else ():
+            t.tokens = t.tokens[:, :length]
 
         named = list(added.named_parameters())
         self.shared_params = [p for name, p in named if method.is_shared(name)]
