@@ -152,7 +152,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
     from hpcfed.train.runtime import abort_on_error, init_runtime
     from hpcfed.train.summary import print_client_table
 
-    rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
+    rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval, cfg.runtime.cuda_aware_mpi)
     with abort_on_error(rt.world):
         run(cfg, rt, overwrite=overwrite, resume=resume, stop=stop)
         if rt.is_server:

@@ -151,3 +151,15 @@ def test_a_stale_or_foreign_cache_is_refused_before_training(tmp_path):
     assert redo.returncode == 0, redo.stderr
     r = run_mpi(2, [str(HPCFED), "train", str(config)])
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("method", ["pfedmma", "plora", "promptfl"])
+def test_cutting_the_text_context_after_the_last_eot_changes_no_feature(method):
+    from hpcfed.models import trim_text_context
+
+    clip, m, added, tokenizer = attached(method)
+    tokens = tokenizer(m.prompt_texts(["cat", "ice cream", "dog"], "a photo of a {}."))
+    reference = m.text_features(clip, tokens)
+    length = trim_text_context(clip, [tokens])
+    assert length == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
+    torch.testing.assert_close(m.text_features(clip, tokens[:, :length]), reference, rtol=1e-5, atol=1e-6)

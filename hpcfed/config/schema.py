@@ -72,6 +72,7 @@ class TrainConfig:
     reset_optimizer: bool = False  # a fresh optimizer per client per round instead of persistent state
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
+    precision: str = "fp32"  # amp: autocast in bf16 where supported, else fp16 with a gradient scaler (methods.md)
     augment_views: int = 0  # 0: no augmentation; K: K fixed random-resized-crop+flip views per image, one per epoch
 
 
@@ -89,6 +90,7 @@ class RuntimeConfig:
     poll_interval: float = 0.001  # s between tests of a pending collective (0: block and spin inside MPI)
     checkpoint_every: int = 5  # rounds between checkpoints (0: only when a signal asks for one)
     checkpoint_keep: int = 2  # newest checkpoints kept; an older one is the fallback if the newest is damaged
+    cuda_aware_mpi: bool = False  # Allreduce straight from GPU memory (needs a CUDA-aware MPI); else pinned staging
 
 
 @dataclass

@@ -32,6 +32,8 @@ def validate(c: Config) -> None:
              "choose sgd, adam or adamw")
     _require(t.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {t.prox_mu}",
              "0 turns FedProx off; e.g. 0.01 pulls shared parameters toward the global state")
+    _require(t.precision in ("fp32", "amp"), "train.precision", f"unknown precision {t.precision!r}",
+             "choose fp32, or amp (bf16 autocast where supported, else fp16 with a gradient scaler)")
     _require(0 <= t.augment_views <= 256, "train.augment_views", f"must lie in [0, 256], got {t.augment_views}",
              "0 turns augmentation off; e.g. 8 gives each training image 8 fixed augmented views")
     _require(c.extract.dtype in ("float16", "float32"), "extract.dtype", f"unknown dtype {c.extract.dtype!r}",

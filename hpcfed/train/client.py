@@ -24,6 +24,7 @@ class Client:
     local: dict[str, torch.Tensor]  # personal parameters, never communicated
     optimizer: torch.optim.Optimizer | None  # persistent per-client state (momentum), never shared
     data_rng: np.random.Generator  # data order; one stream per client, independent of the rank
+    scaler: torch.amp.GradScaler | None = None  # fp16 autocast only: the loss scale is per-client state
 
 
 @dataclass
@@ -78,23 +79,38 @@ class ClientHost:
         self.trainable = [p for _, p in named if p.requires_grad]
         self.published: torch.Tensor | None = None  # [clients, n] latest published values of every client
         self.published_known: torch.Tensor | None = None
+        # methods.md trains under AMP: bf16 where the device has it (no scaler needed), else fp16 with a scaler.
+        self.device_type = device_type = torch.device(device).type
+        bf16 = device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_bf16_supported())
+        self.amp_dtype = None if cfg.train.precision == "fp32" else torch.bfloat16 if bf16 else torch.float16
+        # Shared parameters leave a GPU through pinned memory: an asynchronous DMA instead of a pageable copy.
+        self.stage = torch.empty(self.n_shared, pin_memory=device_type == "cuda")
         # Every client starts from the same initial parameters (as in the reference code).
         self.global_shared = self._flat_shared().clone()
         self.initial_local = {n: p.detach().clone() for n, p in self.local_params.items()}
         self.clients = {
             index: Client(index, splits.clients[index], {n: p.clone() for n, p in self.initial_local.items()},
-                          make_optimizer(self.trainable, cfg), generator(cfg.seed, Stream.CLIENT_DATA, index))
+                          make_optimizer(self.trainable, cfg), generator(cfg.seed, Stream.CLIENT_DATA, index),
+                          torch.amp.GradScaler(device_type) if self.amp_dtype == torch.float16 else None)
             for index in my_clients
         }
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
 
     @property
     def n_shared(self) -> int:
         return sum(p.numel() for p in self.shared_params)
 
     def _flat_shared(self) -> torch.Tensor:
+        """The shared parameters, flat, in host memory (the staging buffer: copy before keeping it)."""
         if not self.shared_params:
             return torch.zeros(0)
-        return torch.cat([p.detach().reshape(-1) for p in self.shared_params]).cpu()
+        self.stage.copy_(torch.cat([p.detach().reshape(-1) for p in self.shared_params]), non_blocking=True)
+        if self.device_type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return self.stage
 
     @torch.no_grad()
     def load(self, local: dict[str, torch.Tensor]) -> None:
@@ -138,12 +154,18 @@ class ClientHost:
                 images = self.images.batch(batch, self.device,
                                            None if views is None else views[start:start + len(batch)])
                 labels = self.train_task.label_index[self.labels[batch]].to(self.device)
-                loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
+                with self.autocast():
+                    loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
                 if anchor is not None:
                     loss = loss + self._proximal(anchor)
                 client.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                client.optimizer.step()
+                if client.scaler is None:
+                    loss.backward()
+                    client.optimizer.step()
+                else:
+                    client.scaler.scale(loss).backward()
+                    client.scaler.step(client.optimizer)
+                    client.scaler.update()
                 losses.append(loss.item())
         self.clip.eval()
         self.store(client)
@@ -152,7 +174,8 @@ class ClientHost:
     def client_states(self) -> dict[int, dict]:
         """What a checkpoint keeps of each hosted client (its personal state; the rest is rebuilt from the config)."""
         return {i: {"local": c.local, "optimizer": c.optimizer.state_dict() if c.optimizer else None,
-                    "data_rng": c.data_rng.bit_generator.state} for i, c in self.clients.items()}
+                    "data_rng": c.data_rng.bit_generator.state, "scaler": c.scaler.state_dict() if c.scaler else None}
+                for i, c in self.clients.items()}
 
     def set_client_state(self, index: int, state: dict) -> None:
         client = self.clients[index]
@@ -161,6 +184,8 @@ class ClientHost:
         if client.optimizer is not None and state["optimizer"] is not None:
             client.optimizer.load_state_dict(state["optimizer"])
         client.data_rng.bit_generator.state = state["data_rng"]
+        if client.scaler is not None and state.get("scaler"):
+            client.scaler.load_state_dict(state["scaler"])
 
     def global_state(self) -> dict:
         return {"shared": self.global_shared, "published": self.published, "published_known": self.published_known}
@@ -169,8 +194,12 @@ class ClientHost:
         self.global_shared = state["shared"]
         self.published, self.published_known = state["published"], state["published_known"]
 
-    def shared_contribution(self) -> np.ndarray:
-        """The shared parameters as trained by the client just trained, in float64 (see the round loop)."""
+    def shared_contribution(self, like=None):
+        """The shared parameters as trained by the client just trained, in float64 (see the round loop): numpy in
+        host memory, or a tensor on the device of `like` (a device buffer for a CUDA-aware MPI)."""
+        if isinstance(like, torch.Tensor):
+            flat = [p.detach().reshape(-1) for p in self.shared_params]
+            return torch.cat(flat).to(like.device, torch.float64) if flat else like.new_zeros(0)
         return self._flat_shared().double().numpy()
 
     @property
@@ -192,20 +221,23 @@ class ClientHost:
 
     def set_global(self, buffer: np.ndarray) -> None:
         """Read the new global shared state from the summed buffer: sum(w_i * theta_i) / sum(w_i)."""
-        total = buffer[-1]
+        buffer = torch.as_tensor(buffer)  # numpy (host) or a device tensor (CUDA-aware MPI)
+        total = float(buffer[-1])
         if total > 0:
-            self.global_shared = torch.from_numpy((buffer[:-1] / total).astype(np.float32))
+            self.global_shared = (buffer[:-1] / total).float().cpu()
 
     @torch.no_grad()
     def _accuracy(self, index: np.ndarray, task: Task) -> tuple[float, float]:
         """(accuracy, mean loss) of the loaded parameters on `index`, classified among `task`'s classes."""
         if index is None or len(index) == 0:
             return float("nan"), float("nan")
-        text = self.method.text_features(self.clip, task.tokens)
+        with self.autocast():
+            text = self.method.text_features(self.clip, task.tokens)
         correct, loss_sum = 0, 0.0
         for start in range(0, len(index), self.cfg.train.eval_batch_size):
             batch = index[start:start + self.cfg.train.eval_batch_size]
-            logits = self.method.logits(self.clip, self.images.batch(batch, self.device), text)
+            with self.autocast():
+                logits = self.method.logits(self.clip, self.images.batch(batch, self.device), text).float()
             labels = task.label_index[self.labels[batch]].to(self.device)
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))

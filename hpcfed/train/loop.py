@@ -187,7 +187,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             timing = dict.fromkeys(PHASES, 0.0)
             selected = sample_clients(cfg.seed, r, n_clients, cfg.participation)
             metrics: dict[int, dict[str, float]] = {c: {} for c in my_clients}
-            buffer = np.zeros(n_shared + 1, dtype=np.float64)  # server and non-participants add zeros
+            buffer = rt.shared_buffer(n_shared + 1)  # server and non-participants add zeros
 
             # Local training; contributions are summed in float64 so the float32 average does not depend
             # on how the participating clients are spread over ranks.
@@ -198,7 +198,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
                 client = host.clients[c]
                 metrics[c]["train_loss"] = host.train(client, r)
                 weight = float(len(client.split.train))
-                buffer[:-1] += weight * host.shared_contribution()
+                buffer[:-1] += weight * host.shared_contribution(like=buffer)
                 buffer[-1] += weight
                 if published is not None:
                     published[c, :-1], published[c, -1] = host.published_contribution(client), 1.0

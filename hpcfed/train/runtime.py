@@ -41,6 +41,7 @@ class Runtime:
     local_rank: int  # rank among the processes of this node
     device: str
     poll_interval: float = 0.001  # seconds between tests of a pending collective; 0 blocks inside MPI
+    cuda_aware: bool = False  # hand device memory to MPI directly (runtime.cuda_aware_mpi)
     published_comm: object = None  # created on first use, only by methods that publish per-client values
 
     @property
@@ -83,7 +84,19 @@ class Runtime:
         self._wait(self.world.Iallreduce(MPI.IN_PLACE, value, op=MPI.MAX))
         return bool(value[0])
 
-    def allreduce_shared(self, buffer: np.ndarray) -> None:
+    def shared_buffer(self, n: int):
+        """Zeros for the Allreduce of the shared state. On a GPU rank: pinned host memory (the parameters are
+        staged through it by DMA), or with a CUDA-aware MPI a buffer on the device itself, so the sum never
+        leaves the GPU. On CPU the device path is exercised with a CPU tensor, through the same code."""
+        import torch
+
+        if self.cuda_aware:
+            return torch.zeros(n, dtype=torch.float64, device=self.device)
+        if self.device.startswith("cuda"):
+            return torch.zeros(n, dtype=torch.float64, pin_memory=True).numpy()
+        return np.zeros(n, dtype=np.float64)
+
+    def allreduce_shared(self, buffer) -> None:
         """Sum `buffer` over all ranks in place: weighted shared parameters plus the weight total."""
         from mpi4py import MPI
 
@@ -121,7 +134,16 @@ def bind_device(local_rank: int, is_server: bool, requested: str) -> str:
     return f"cuda:{index}"
 
 
-def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001) -> Runtime:
+def mpi_reports_cuda() -> bool | None:
+    """Whether the MPI library says it is CUDA-aware (MPIX_Query_cuda_support); None when it cannot say."""
+    from mpi4py import MPI
+
+    query = getattr(MPI, "Query_cuda_support", None)
+    return bool(query()) if query else None
+
+
+def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001,
+                 cuda_aware_mpi: bool = False) -> Runtime:
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
@@ -134,8 +156,12 @@ def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 
 
     torch.set_num_threads(threads)
     bound = bind_device(local_rank - server_here, world.Get_rank() == SERVER, device)
+    if cuda_aware_mpi and bound.startswith("cuda") and not mpi_reports_cuda():
+        raise RuntimeError(f"runtime.cuda_aware_mpi is true but the MPI library ({MPI.Get_library_version()[:60]}) "
+                           "does not report CUDA support; set it to false (buffers are then staged through pinned "
+                           "host memory) or load a CUDA-aware MPI build")
     return Runtime(world=world, shared_comm=world.Dup(), local_rank=local_rank, device=bound,
-                   poll_interval=poll_interval)
+                   poll_interval=poll_interval, cuda_aware=cuda_aware_mpi)
 
 
 def world_rank_from_env() -> int | None:
