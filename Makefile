@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
-.PHONY: setup data demo compare test lint clean
+.PHONY: setup data demo compare test lint clean bench
 
 setup: $(INSTALLED)
 
@@ -51,6 +51,12 @@ test: data
 	$(BIN)/ruff check hpcfed tests
 	rc=0; $(BIN)/python -m pytest -q tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
+# runs/bench/bench.md and bench.json. BENCH_ARGS="--skip flower" leaves the Flower peer out.
+BENCH_ARGS ?=
+bench: data
+	$(BIN)/python benchmarks/run.py --out runs/bench $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check hpcfed tests
