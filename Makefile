@@ -48,7 +48,7 @@ compare: data
 	$(BIN)/hpcfed report $(foreach m,$(COMPARE_METHODS),runs/compare/$(m).h5) --plots runs/compare/plots
 
 test: data
-	$(BIN)/ruff check hpcfed tests
+	$(BIN)/ruff check hpcfed tests benchmarks
 	rc=0; $(BIN)/python -m pytest -q tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -59,7 +59,7 @@ bench: data
 	$(BIN)/python benchmarks/run.py --out runs/bench $(BENCH_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check hpcfed tests
+	$(BIN)/ruff check hpcfed tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

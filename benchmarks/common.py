@@ -36,20 +36,32 @@ def machine() -> dict:
             "torch": torch.__version__, "load_average_at_start": os.getloadavg()[0], "host": platform.node()}
 
 
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
+def proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in ticks) of a live process, None once it is gone or a zombie; the start time tells
+    a reused pid apart."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(root: int) -> dict[int, int]:
+    """pid -> start time of `root` and everything below it."""
+    stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := proc_stat(int(p)))}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = {}, [root]
     while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(c) for c in children)
-    return out
+        pid = todo.pop()
+        if pid in stats and pid not in tree:
+            tree[pid] = stats[pid][1]
+            todo.extend(children.get(pid, []))
+    return tree
 
 
-def _pss_kb(pid: int) -> int:
+def pss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
@@ -59,41 +71,37 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 
 
-class TreeMemory:
-    """Samples the proportional set size (PSS: shared pages split between their users) of a process and all its
-    descendants every `interval` s; keeps the peak of the sum, and the peak of each process matching `match`."""
+class TreeSampler(threading.Thread):
+    """Peak of the summed PSS (shared pages split fairly between processes) of a launcher and all its descendants,
+    and of each process whose command line contains `match`; remembers every process it saw (`seen`), so a
+    caller can make sure none outlives the run."""
 
-    def __init__(self, pid: int, match: str = "", interval: float = 0.2):
-        self.pid, self.match, self.interval = pid, match, interval
-        self.peak_total_kb, self.peak_kb = 0, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, root: int, period: float = 0.25, match: str = ""):
+        super().__init__(daemon=True)
+        self.root, self.period, self.match, self.done = root, period, match, threading.Event()
+        self.peak_kib, self.peak_each_kib, self.seen = 0, {}, {}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for p in _descendants(self.pid):
-                kb = _pss_kb(p)
-                total += kb
-                if self.match and self.match in _cmdline(p):
-                    self.peak_kb[p] = max(self.peak_kb.get(p, 0), kb)
-            self.peak_total_kb = max(self.peak_total_kb, total)
-            self._stop.wait(self.interval)
+    def run(self) -> None:
+        while not self.done.is_set():
+            tree = descendants(self.root)
+            self.seen.update(tree)
+            sizes = {p: pss_kib(p) for p in tree}
+            self.peak_kib = max(self.peak_kib, sum(sizes.values()))
+            for p, kib in sizes.items():
+                if self.match and self.match in cmdline(p):
+                    self.peak_each_kib[p] = max(self.peak_each_kib.get(p, 0), kib)
+            self.done.wait(self.period)
 
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
 
 
 def hpcfed_train(ranks: int, config: str, overrides: dict, output: Path, match_memory: bool = False) -> dict:
@@ -103,8 +111,12 @@ def hpcfed_train(ranks: int, config: str, overrides: dict, output: Path, match_m
             "-o", f"output={output}"] + [a for k, v in overrides.items() for a in ("-o", f"{k}={v}")]
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-    with TreeMemory(proc.pid, match="hpcfed train" if match_memory else "") as memory:
+    memory = TreeSampler(proc.pid, match="hpcfed train" if match_memory else "")
+    memory.start()
+    try:
         out, err = proc.communicate()
+    finally:
+        memory.stop()
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
@@ -112,8 +124,8 @@ def hpcfed_train(ranks: int, config: str, overrides: dict, output: Path, match_m
         result = {"wall": wall, "round_seconds": f["metrics/global/round_seconds"][:],
                   "timing": {k: f[f"timing/{k}"][:] for k in f["timing"]},
                   "comm_bytes": f["comm/bytes_up"][:].sum(1) + f["comm/bytes_down"][:].sum(1)}
-    result["peak_rank_mb"] = sorted(kb / 1024 for kb in memory.peak_kb.values())
-    result["peak_total_mb"] = memory.peak_total_kb / 1024
+    result["peak_rank_mb"] = sorted(kib / 1024 for kib in memory.peak_each_kib.values())
+    result["peak_total_mb"] = memory.peak_kib / 1024
     return result
 
 

@@ -26,7 +26,7 @@ def test_device_buffer_path_gives_bitwise_the_metrics_of_the_host_buffer(tmp_pat
     runs = {}
     for name, aware in (("host", False), ("device", True)):
         cfg = write_config(tmp_path / f"{name}.yaml", image_tree, rounds=2, **{"runtime.cuda_aware_mpi": aware})
-        r = run_mpi(3, [str(HPCFED), "train", str(cfg)])
+        r = run_mpi(2, [str(HPCFED), "train", str(cfg)])
         assert r.returncode == 0, r.stderr
         runs[name] = metrics(tmp_path / f"{name}.h5")
     for key in runs["host"]:
