@@ -55,13 +55,15 @@ def aggregation_share(result: dict) -> list[dict]:
 
 
 def clients_per_rank(out: Path, counts=(10, 30, 100), client_ranks: int = 2) -> list[dict]:
+    from hpcfed.train.checkpoint import checkpoint_root
+
     log(f"virtual clients per rank: {counts} clients on {client_ranks} client ranks")
     rows, first = [], None
     for n in counts:
         overrides = {**TEN, "clients": n, "rounds": 3, "runtime.checkpoint_every": 2, "partition.min_samples": 1}
         path = out / f"clients-{n}.h5"
         result = hpcfed_train(client_ranks + 1, CONFIG, overrides, path, match_memory=True)
-        ckpt = next(path.with_name(path.name + ".ckpt").glob("round-*"))
+        ckpt = next(checkpoint_root(path).glob("round-*"))
         personal_mb = float(np.mean([p.stat().st_size for p in ckpt.glob("client-*.pt")])) / 2**20
         rank_mb = max(result["peak_rank_mb"])
         per_round = median(steady_rounds(result["round_seconds"]))
