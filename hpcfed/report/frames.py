@@ -34,29 +34,28 @@ def _with_run(frame: pd.DataFrame, run: dict) -> pd.DataFrame:
     return frame.assign(**run)[[*run, *frame.columns]]
 
 
-def client_metrics(path: str | Path, dropna: bool = True) -> pd.DataFrame:
-    """Columns run, dataset, method, seed, round, client, metric, value; dropna leaves out the
-    (round, client) pairs that were not evaluated or did not take part (NaN in the file)."""
+def _group_frame(path: str | Path, group: str, column: str, key: str, value: str, dropna: bool) -> pd.DataFrame:
+    """The [round, column] arrays of one HDF5 group (rounds done only) as a long frame with the run's columns."""
     path = Path(path)
     with open_run(path) as f:
         done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
-        arrays = {name: f[f"metrics/client/{name}"][:done] for name in f["metrics/client"]} if done else {}
-        frame = _long(arrays, "client", "metric", "value")
+        arrays = {name: f[f"{group}/{name}"][:done] for name in f[group]} if done else {}
+        frame = _long(arrays, column, key, value)
         run = _run_columns(f, path)
     if dropna:
-        frame = frame.dropna(subset=["value"]).reset_index(drop=True)
+        frame = frame.dropna(subset=[value]).reset_index(drop=True)
     return _with_run(frame, run)
+
+
+def client_metrics(path: str | Path, dropna: bool = True) -> pd.DataFrame:
+    """Columns run, dataset, method, seed, round, client, metric, value; dropna leaves out the
+    (round, client) pairs that were not evaluated or did not take part (NaN in the file)."""
+    return _group_frame(path, "metrics/client", "client", "metric", "value", dropna)
 
 
 def timing(path: str | Path) -> pd.DataFrame:
     """Columns run, dataset, method, seed, round, rank, phase, seconds (rank 0 is the server)."""
-    path = Path(path)
-    with open_run(path) as f:
-        done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
-        arrays = {phase: f[f"timing/{phase}"][:done] for phase in f["timing"]} if done else {}
-        frame = _long(arrays, "rank", "phase", "seconds")
-        run = _run_columns(f, path)
-    return _with_run(frame.dropna(subset=["seconds"]).reset_index(drop=True), run)
+    return _group_frame(path, "timing", "rank", "phase", "seconds", dropna=True)
 
 
 def communication(path: str | Path) -> pd.DataFrame:
