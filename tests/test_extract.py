@@ -156,3 +156,15 @@ def test_cutting_the_text_context_after_the_last_eot_changes_no_feature(method):
     length = trim_text_context(clip, [tokens])
     assert length == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
     torch.testing.assert_close(m.text_features(clip, tokens[:, :length]), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_an_extract_dir_that_cannot_be_made_stops_every_rank_with_the_fix(tmp_path):
+    tree = make_image_tree(tmp_path / "tree", per_class=8)
+    (tmp_path / "a_file").write_text("not a directory")
+    config = write_config(tmp_path / "run.yaml", tree, rounds=1, **{"extract.enabled": True,
+                                                                      "extract.dir": str(tmp_path / "a_file" / "c")})
+    r = run_mpi(2, [str(HPCFED), "train", str(config)])
+    assert r.returncode != 0
+    assert "extract.dir" in r.stderr and "writable directory" in r.stderr and "Traceback" not in r.stderr
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        assert "metrics" not in f  # stopped before any training

@@ -3,6 +3,7 @@ calls it; user errors (stale cache, a method that trains the patch embedding) st
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,15 @@ def prepare_cache(cfg, rt, host, listing, splits, user_errors: tuple, overwrite:
 
     def status() -> str:
         if overwrite or not path.exists():
+            # Checked before any rank extracts: a cache that cannot be written is a config error, not a crash.
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(f"extract.dir {path.parent} cannot be created ({e.strerror}); set extract.dir "
+                                 "to a writable directory") from None
+            if not os.access(path.parent, os.W_OK):
+                raise CacheError(f"extract.dir {path.parent} is not writable; set extract.dir to a writable "
+                                 "directory") from None
             return "build"
         check(path, parts, listing)
         return "use"
@@ -43,7 +53,6 @@ def prepare_cache(cfg, rt, host, listing, splits, user_errors: tuple, overwrite:
     plan = Plan.of(splits, cfg.train.augment_views)
     if todo == "build":
         if rt.is_server:
-            path.parent.mkdir(parents=True, exist_ok=True)
             views = f" and {plan.views} views of {len(plan.view_index)}" if plan.views else ""
             sys.stdout.write(f"extracting the frozen prefix ({cut.describe()}) of {len(plan.eval_index)} images"
                              f"{views} into {path}\n")
