@@ -67,7 +67,7 @@ clean:
 # Distil the ConSE teacher (EfficientNet-Lite0 + MiniLM, the `distill` extra) into the shipped tiny open_clip CLIP:
 # hpcfed/models/weights/hpcfed-tinyclip-vit-p12-96-w192.{pt,md}. About 60-80 min on 2 cores; logs in /tmp/tinyclip.
 TINY := hpcfed/models/weights/hpcfed-tinyclip-vit-p12-96-w192
-TINY_MINUTES ?= 40
+TINY_MINUTES ?= 48
 .PHONY: tiny-clip
 tiny-clip: data
 	$(BIN)/pip install -q -e ".[distill]" 2>&1 | { grep -v 'is ignored' || true; }

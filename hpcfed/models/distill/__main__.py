@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--batch", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--relation-weight", type=float, default=None, help="weight of the relational image loss")
+    t.add_argument("--caption-weight", type=float, default=None, help="weight of the caption alignment loss")
     e = sub.add_parser("evaluate", help="zero-shot table of a checkpoint (and optionally the teacher)")
     e.add_argument("--weights", required=True)
     e.add_argument("--teacher", action="store_true")
@@ -42,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
         build_cache(args.out, args.size, args.views, args.teacher_res, args.seed)
     elif args.cmd == "train":
-        from hpcfed.models.distill.train import train
+        from hpcfed.models.distill.train import CAPTION_WEIGHT, RELATION_WEIGHT, train
 
-        train(args.cache, args.out, args.steps, args.batch, args.lr, args.seed, args.minutes)
+        pick = lambda given, default: default if given is None else given  # noqa: E731
+        train(args.cache, args.out, args.steps, args.batch, args.lr, args.seed, args.minutes,
+              pick(args.relation_weight, RELATION_WEIGHT), pick(args.caption_weight, CAPTION_WEIGHT))
     elif args.cmd == "card":
         from hpcfed.models.distill.card import write_card
 

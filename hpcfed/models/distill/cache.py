@@ -18,7 +18,8 @@ from hpcfed.models.distill import sources
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """One random view per image, float [N, 3, H, W] in [0, 1]: scale / rotate / shift on white, colour jitter,
-    grey, low resolution. The teacher labels exactly this view, so strong changes are safe."""
+    grey, low resolution, and the looks of a photograph that drawings lack (shading, sensor noise, blur). The
+    teacher labels exactly this view, so strong changes are safe."""
     n, _, h, w = x.shape
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     ang, scale = u(-0.3, 0.3), u(0.7, 1.15)
@@ -36,6 +37,17 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     if low.any():
         small = F.interpolate(x[low], scale_factor=0.4, mode="bilinear", align_corners=False)
         x[low] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    a = u(0, 2 * math.pi)[:, None, None]
+    ramp = (torch.cos(a) * xx + torch.sin(a) * yy - torch.cos(a).clamp(max=0) - torch.sin(a).clamp(max=0))
+    ramp = ramp / ramp.amax((1, 2), keepdim=True)  # 0..1 across the image in a random direction
+    light = u(0, 0.4) * (torch.rand(n, generator=g) < 0.3)
+    x = x * (1 - light[:, None, None, None] * ramp[:, None])
+    blur = torch.rand(n, generator=g) < 0.2
+    if blur.any():
+        x[blur] = F.avg_pool2d(x[blur], 3, stride=1, padding=1, count_include_pad=False)
+    sigma = u(0.01, 0.05) * (torch.rand(n, generator=g) < 0.3)
+    x = x + sigma[:, None, None, None] * torch.randn(x.shape, generator=g)
     return x.clamp(0, 1)
 
 
@@ -57,15 +69,19 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
     torch.manual_seed(seed)
     t0 = time.time()
     emoji, emoji_names = sources.emoji_images(size)
+    e3d, e3d_names = sources.fluent3d_images(size)
+    emoji, emoji_names = np.concatenate([emoji, e3d]), emoji_names + e3d_names
     clip, clip_names = sources.clipart_images(size)
+    photos = sources.photo_crops(size, seed)
     mnist = sources.mnist_like_images(size, seed)
-    images = np.concatenate([emoji, clip, mnist])
-    source = np.concatenate([np.full(len(emoji), 0), np.full(len(clip), 1), np.full(len(mnist), 2)])
-    print(f"images: emoji {len(emoji)}, clipart {len(clip)}, mnist-like {len(mnist)} ({time.time() - t0:.0f} s)",
-          flush=True)
+    counts = {"emoji": len(emoji) - len(e3d), "emoji_3d": len(e3d), "clipart": len(clip), "photo_crops": len(photos),
+              "mnist_like": len(mnist)}
+    images = np.concatenate([emoji, clip, photos, mnist])
+    print(f"images: {counts} ({time.time() - t0:.0f} s)", flush=True)
 
+    # The same caption for an emoji in every style: one target per concept. Photos and MNIST-like: none.
     captions = [f"an emoji of {article(n)}." for n in emoji_names] + \
-        [f"a clip art of {article(c)}." for c in clip_names] + [""] * len(mnist)  # MNIST-like: no caption used
+        [f"a clip art of {article(c)}." for c in clip_names] + [""] * (len(photos) + len(mnist))
     text_t = TextTeacher()
     phrases = sorted({c for es in eval_sets() for c in es.classes})
     bare = sorted({p.split(" ", 1)[1] if p.startswith(("a ", "an ")) else p for p in phrases})
@@ -93,11 +109,11 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
             rate = (i + len(x)) * views / (time.time() - t2)
             print(f"teacher {i + len(x)}/{n} images x {views} views, {rate:.0f} views/s, "
                   f"eta {math.ceil((n - i) * views / rate)} s", flush=True)
-    cache = {"images": torch.from_numpy(view_img), "image_targets": view_emb, "source": torch.from_numpy(source),
+    cache = {"images": torch.from_numpy(view_img), "image_targets": view_emb,
              "corpus": corpus, "text_targets": text_emb.half(), "bank": bank.half(),
              "caption_index": caption_index, "caption_bank": caption_bank.half(),
              "meta": {"size": size, "views": views, "teacher_res": teacher_res, "seed": seed,
-                      "counts": {"emoji": len(emoji), "clipart": len(clip), "mnist_like": len(mnist)},
+                      "counts": counts,
                       "seconds": {"render": t1 - t0, "text": t2 - t1, "teacher": time.time() - t2}}}
     torch.save(cache, out)
     print(f"cache written to {out}: {cache['meta']}", flush=True)

@@ -1,14 +1,17 @@
 """Unlabelled training images and the text corpus, from permissively licensed registry packages only.
 
 Images (uint8, on white): every emoji of emoji-datasource (not only the benchmark's 20 classes) in the TRAIN_STYLES
-(Noto Apache-2.0, Fluent flat/colour MIT); Openclipart topical folders (public domain); Fashion-MNIST train split
-(MIT) and the Animal-MNIST images outside its fixed evaluation subset (MIT), inverted to dark-on-white. No label of
-any evaluation set is read: the emoji and MNIST-like images are used as pixels only.
+(Noto Apache-2.0, Fluent flat/colour MIT) and as Microsoft's Fluent 3D renders (MIT; shaded objects, the nearest
+thing to product photos the registries hold under such a licence); Openclipart object folders (public domain);
+random crops of scikit-image's CC0 and public-domain photos; Fashion-MNIST train split (MIT) and the Animal-MNIST
+images outside its fixed evaluation subset (MIT), inverted to dark-on-white. No label of any evaluation set is
+read: the emoji and MNIST-like images are used as pixels only.
 Unseen in any form: the Twemoji, Fluent line-art, OpenMoji and Symbola styles, and the Tux Paint photos.
 """
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -16,24 +19,43 @@ import numpy as np
 
 TRAIN_STYLES = ("noto", "fluent_flat", "fluent_color")
 UNSEEN_STYLES = ("twemoji", "fluent_line", "openmoji", "symbola")
-MNIST_TRAIN = 800  # per MNIST-like set: enough for the "grey silhouette" look without dominating the mix
+MNIST_TRAIN = 2000  # per MNIST-like set: 800 left Fashion-/Animal-MNIST at 0.67/0.47 of the teacher
+FLUENT_3D = "@lobehub/fluent-emoji-3d@1.1.0"  # MIT: Fluent Emoji 3D as 256 px WebP named by code point
+# Openclipart folders beyond the benchmark's object folders: more objects for the teacher to name (no flags,
+# shapes, patterns or gradients: the teacher's targets for those say little).
+EXTRA_CLIPART = ("computer/icons", "recreation", "people", "unsorted", "decorations", "geography/astronomy",
+                 "signs_and_symbols/clocks")
+SKIMAGE = "scikit-image==0.26.0"
+# The photos in scikit-image's wheel whose docstrings say CC0 or public domain (motorcycle and coins do not).
+PHOTOS = {"astronaut.png": "public domain (NASA)", "chelsea.png": "CC0", "coffee.png": "CC0",
+          "rocket.jpg": "public domain (SpaceX)", "camera.png": "CC0", "hubble_deep_field.jpg": "public domain (NASA)",
+          "brick.png": "CC0", "grass.png": "CC0", "gravel.png": "CC0"}
+PHOTO_CROPS = 48  # random crops per photo: too few photos to do without
 
 TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an emoji of a {}.", "an icon of a {}.", "a sketch of a {}.",
              "{}", "a black and white drawing of a {}.", "a cartoon {}.", "a picture of a {}.", "a clip art of a {}.")
 
 
+def _emoji_names(emoji_data) -> dict[str, str]:
+    """code point -> name of every non-skin-tone emoji in emoji-datasource's emoji.json."""
+    from hpcfed.data.emoji_domains import skin_toned
+    from hpcfed.data.fetch import read_tar_json
+
+    rows = read_tar_json(emoji_data, "package/emoji.json")
+    return {str(e["unified"]).lower(): str(e.get("name") or e.get("short_name")).lower()
+            for e in rows if e.get("unified") and not skin_toned(str(e["unified"]).lower())}
+
+
 def emoji_images(size: int) -> tuple[np.ndarray, list[str]]:
     """All non-skin-tone emoji of emoji-datasource, rendered in each training style; returns images and names."""
-    from hpcfed.data.emoji_domains import EMOJI_DATA, STYLES, code_keys, has_icon, icon_svg, load_chars, skin_toned
+    from hpcfed.data.emoji_domains import EMOJI_DATA, STYLES, code_keys, has_icon, icon_svg, load_chars
     from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
     from hpcfed.data.openclipart import render_svg_texts
 
     downloads = default_root("downloads")
     needed = list(TRAIN_STYLES)
     fetched = fetch_all(npm_pack, [EMOJI_DATA] + [STYLES[s].spec for s in needed], downloads)
-    rows = read_tar_json(fetched[EMOJI_DATA], "package/emoji.json")
-    emoji = {str(e["unified"]).lower(): str(e.get("name") or e.get("short_name")).lower()
-             for e in rows if e.get("unified") and not skin_toned(str(e["unified"]).lower())}
+    emoji = _emoji_names(fetched[EMOJI_DATA])
     tarballs = {s: fetched[STYLES[s].spec] for s in needed}
     svgs, names = [], []
     for style in TRAIN_STYLES:
@@ -48,12 +70,56 @@ def emoji_images(size: int) -> tuple[np.ndarray, list[str]]:
     return imgs, [names[i] for i in keep]
 
 
+def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
+    """Fluent Emoji 3D renders of every non-skin-tone emoji, on white; returns images and names."""
+    import tarfile
+
+    from PIL import Image
+
+    from hpcfed.data.emoji_domains import EMOJI_DATA, on_white
+    from hpcfed.data.fetch import default_root, fetch_all, npm_pack
+
+    fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
+    bare = lambda code: "-".join(p for p in code.split("-") if p != "fe0f")  # noqa: E731  (files drop FE0F at will)
+    names = {bare(code): name for code, name in _emoji_names(fetched[EMOJI_DATA]).items()}
+    imgs, out_names = [], []
+    with tarfile.open(fetched[FLUENT_3D], "r|gz") as tf:
+        for info in tf:
+            stem = Path(info.name).stem
+            if not (info.isfile() and info.name.startswith("package/assets/") and bare(stem) in names):
+                continue
+            im = on_white(Image.open(io.BytesIO(tf.extractfile(info).read())))
+            imgs.append(np.asarray(im.resize((size, size), Image.Resampling.LANCZOS)))
+            out_names.append(names[bare(stem)])
+    return np.stack(imgs), out_names
+
+
+def photo_crops(size: int, seed: int) -> np.ndarray:
+    """PHOTO_CROPS random square crops (5-100% of the area of the largest square) of each photo in PHOTOS."""
+    from PIL import Image
+
+    from hpcfed.data.fetch import default_root, pip_download, read_zip_member
+
+    wheel = pip_download(SKIMAGE, default_root("downloads"))
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in PHOTOS:
+        im = Image.open(io.BytesIO(read_zip_member(wheel, f"skimage/data/{name}"))).convert("RGB")
+        w, h = im.size
+        for _ in range(PHOTO_CROPS):
+            side = int(min(w, h) * np.sqrt(rng.uniform(0.05, 1.0)))
+            x, y = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
+            crop = im.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BICUBIC)
+            out.append(np.asarray(crop))
+    return np.stack(out)
+
+
 def clipart_images(size: int) -> tuple[np.ndarray, list[str]]:
     from hpcfed.data.fetch import default_root
     from hpcfed.data.openclipart import TRAIN_FOLDERS, caption, render_many, svg_root, svgs_in
 
     root, _ = svg_root(default_root("downloads"))
-    paths = svgs_in(root, TRAIN_FOLDERS)
+    paths = svgs_in(root, TRAIN_FOLDERS + EXTRA_CLIPART)
     imgs, keep = render_many(paths, size)
     return imgs, [caption(paths[i]) for i in keep]
 
