@@ -77,7 +77,7 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
 
     from hpcfed.data.emoji_domains import EMOJI_DATA, on_white
-    from hpcfed.data.fetch import default_root, fetch_all, npm_pack
+    from hpcfed.data.fetch import DataError, default_root, fetch_all, npm_pack
 
     fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
     bare = lambda code: "-".join(p for p in code.split("-") if p != "fe0f")  # noqa: E731  (files drop FE0F at will)
@@ -91,6 +91,9 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
             im = on_white(Image.open(io.BytesIO(tf.extractfile(info).read())))
             imgs.append(np.asarray(im.resize((size, size), Image.Resampling.LANCZOS)))
             out_names.append(names[bare(stem)])
+    if not imgs:
+        raise DataError(f"{fetched[FLUENT_3D]} has no package/assets/<code point>.webp of any emoji: not the layout of "
+                        f"{FLUENT_3D}; delete it to fetch it again")
     return np.stack(imgs), out_names
 
 
