@@ -99,3 +99,12 @@ def test_cached_views_include_the_looks_of_a_photograph():
     assert (corners.abs() > 0.05).float().mean() > 0.1  # a lighting gradient across some views
     background = views[:, :, :6, :].reshape(200, -1)
     assert (background.std(1) > 0.01).float().mean() > 0.1  # noise on some views
+
+
+def test_a_negative_loss_weight_is_refused_before_any_work(capsys):
+    from hpcfed.models.distill.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--out", "unused.pt", "--relation-weight", "-1"])
+    assert stop.value.code == 2
+    assert "'-1' is not a loss weight: give a number >= 0" in capsys.readouterr().err

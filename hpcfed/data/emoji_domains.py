@@ -160,10 +160,15 @@ def select_emoji(emoji_json: Iterable[dict]) -> list[Emoji]:
     return list(picked.values())
 
 
+def without_fe0f(code: str) -> str:
+    """'2764-fe0f' -> '2764': the emoji presentation selector, which icon sets keep or drop at will."""
+    return "-".join(p for p in code.split("-") if p != "fe0f")
+
+
 def code_keys(code: str) -> list[str]:
     """Lookup keys for an emoji: as given, then without the emoji presentation selector FE0F."""
     keys = [code]
-    bare = "-".join(p for p in code.split("-") if p != "fe0f")
+    bare = without_fe0f(code)
     if bare and bare != code:
         keys.append(bare)
     return keys

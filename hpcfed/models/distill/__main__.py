@@ -8,7 +8,18 @@ import time
 import torch
 
 
+def weight(text: str) -> float:
+    """A loss weight: a number >= 0 (a negative one would reward the student for moving away from its teacher)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a loss weight: give a number >= 0, e.g. 1.0 (0 turns the "
+                                         f"term off)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    from hpcfed.models.distill.train import CAPTION_WEIGHT, RELATION_WEIGHT
+
     ap = argparse.ArgumentParser(prog="python -m hpcfed.models.distill")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="render training images and cache teacher targets")
@@ -23,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--batch", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--relation-weight", type=float, default=None, help="weight of the relational image loss")
-    t.add_argument("--caption-weight", type=float, default=None, help="weight of the caption alignment loss")
+    t.add_argument("--relation-weight", type=weight, default=RELATION_WEIGHT, help="relational image loss weight")
+    t.add_argument("--caption-weight", type=weight, default=CAPTION_WEIGHT, help="weight of the caption alignment loss")
     e = sub.add_parser("evaluate", help="zero-shot table of a checkpoint (and optionally the teacher)")
     e.add_argument("--weights", required=True)
     e.add_argument("--teacher", action="store_true")
@@ -44,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
         build_cache(args.out, args.size, args.views, args.teacher_res, args.seed)
     elif args.cmd == "train":
-        from hpcfed.models.distill.train import CAPTION_WEIGHT, RELATION_WEIGHT, train
+        from hpcfed.models.distill.train import train
 
-        pick = lambda given, default: default if given is None else given  # noqa: E731
         train(args.cache, args.out, args.steps, args.batch, args.lr, args.seed, args.minutes,
-              pick(args.relation_weight, RELATION_WEIGHT), pick(args.caption_weight, CAPTION_WEIGHT))
+              args.relation_weight, args.caption_weight)
     elif args.cmd == "card":
         from hpcfed.models.distill.card import write_card
 

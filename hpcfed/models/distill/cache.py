@@ -68,15 +68,15 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
 
     torch.manual_seed(seed)
     t0 = time.time()
-    emoji, emoji_names = sources.emoji_images(size)
+    flat, flat_names = sources.emoji_images(size)
     e3d, e3d_names = sources.fluent3d_images(size)
-    emoji, emoji_names = np.concatenate([emoji, e3d]), emoji_names + e3d_names
     clip, clip_names = sources.clipart_images(size)
     photos = sources.photo_crops(size, seed)
     mnist = sources.mnist_like_images(size, seed)
-    counts = {"emoji": len(emoji) - len(e3d), "emoji_3d": len(e3d), "clipart": len(clip), "photo_crops": len(photos),
+    counts = {"emoji": len(flat), "emoji_3d": len(e3d), "clipart": len(clip), "photo_crops": len(photos),
               "mnist_like": len(mnist)}
-    images = np.concatenate([emoji, clip, photos, mnist])
+    images = np.concatenate([flat, e3d, clip, photos, mnist])
+    emoji_names = flat_names + e3d_names
     print(f"images: {counts} ({time.time() - t0:.0f} s)", flush=True)
 
     # The same caption for an emoji in every style: one target per concept. Photos and MNIST-like: none.

@@ -76,21 +76,20 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 
     from PIL import Image
 
-    from hpcfed.data.emoji_domains import EMOJI_DATA, on_white
+    from hpcfed.data.emoji_domains import EMOJI_DATA, on_white, without_fe0f
     from hpcfed.data.fetch import DataError, default_root, fetch_all, npm_pack
 
     fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
-    bare = lambda code: "-".join(p for p in code.split("-") if p != "fe0f")  # noqa: E731  (files drop FE0F at will)
-    names = {bare(code): name for code, name in _emoji_names(fetched[EMOJI_DATA]).items()}
+    names = {without_fe0f(code): name for code, name in _emoji_names(fetched[EMOJI_DATA]).items()}
     imgs, out_names = [], []
     with tarfile.open(fetched[FLUENT_3D], "r|gz") as tf:
         for info in tf:
             stem = Path(info.name).stem
-            if not (info.isfile() and info.name.startswith("package/assets/") and bare(stem) in names):
+            if not (info.isfile() and info.name.startswith("package/assets/") and without_fe0f(stem) in names):
                 continue
             im = on_white(Image.open(io.BytesIO(tf.extractfile(info).read())))
             imgs.append(np.asarray(im.resize((size, size), Image.Resampling.LANCZOS)))
-            out_names.append(names[bare(stem)])
+            out_names.append(names[without_fe0f(stem)])
     if not imgs:
         raise DataError(f"{fetched[FLUENT_3D]} has no package/assets/<code point>.webp of any emoji: not the layout of "
                         f"{FLUENT_3D}; delete it to fetch it again")
