@@ -101,6 +101,20 @@ def test_cached_views_include_the_looks_of_a_photograph():
     assert (background.std(1) > 0.01).float().mean() > 0.1  # noise on some views
 
 
+def test_a_cache_at_another_image_size_is_refused_with_the_rebuild_command(tmp_path):
+    from hpcfed.models.distill import ARCH, student_image_size
+    from hpcfed.models.distill.train import train
+
+    n, size = 4, student_image_size() // 2
+    torch.save({"images": torch.zeros(1, n, size, size, 3, dtype=torch.uint8), "image_targets": torch.zeros(1, n, 384),
+                "bank": torch.zeros(2, 384), "text_targets": torch.zeros(1, 384), "corpus": ["a dog."],
+                "caption_index": torch.full((n,), -1), "caption_bank": torch.zeros(1, 384)}, tmp_path / "c.pt")
+    with pytest.raises(SystemExit, match=f"holds {size} px images but {ARCH} takes {2 * size} px: rebuild it with "
+                                         f"`python -m hpcfed.models.distill cache --size {2 * size}"):
+        train(str(tmp_path / "c.pt"), str(tmp_path / "s.pt"), steps=1, batch=2, lr=1e-3, seed=0)
+    assert not (tmp_path / "s.pt").exists()
+
+
 def test_a_negative_loss_weight_is_refused_before_any_work(capsys):
     from hpcfed.models.distill.__main__ import main
 

@@ -7,3 +7,12 @@ Stages: `cache` (render training images, augmented views, teacher targets), `tra
 
 ARCH = "hpcfed-tinyclip-vit-p12-96-w192"
 WEIGHTS = "hpcfed-tinyclip-vit-p12-96-w192.pt"
+
+
+def student_image_size() -> int:
+    """The input size of the student's image tower, read from its open_clip config (the one place it is set)."""
+    import json
+
+    from hpcfed.models import CONFIG_DIR
+
+    return json.loads((CONFIG_DIR / f"{ARCH}.json").read_text())["vision_cfg"]["image_size"]

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="render training images and cache teacher targets")
     c.add_argument("--out", default="/tmp/tinyclip/cache.pt")
-    c.add_argument("--size", type=int, default=96)
+    c.add_argument("--size", type=int, default=None, help="image size (default: the student's input size)")
     c.add_argument("--views", type=int, default=2)
     c.add_argument("--teacher-res", type=int, default=160)
     t = sub.add_parser("train", help="train the student on a cache")
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.cmd == "cache":
+        from hpcfed.models.distill import student_image_size
         from hpcfed.models.distill.cache import build_cache
 
-        build_cache(args.out, args.size, args.views, args.teacher_res, args.seed)
+        build_cache(args.out, args.size or student_image_size(), args.views, args.teacher_res, args.seed)
     elif args.cmd == "train":
         from hpcfed.models.distill.train import train
 

@@ -83,6 +83,10 @@ def train(cache_path: str, out: str, steps: int, batch: int, lr: float, seed: in
     tokens = open_clip.get_tokenizer(ARCH)(cache["corpus"])
     views, n = img_t.shape[:2]
     model = open_clip.create_model(ARCH)
+    size = model.visual.image_size[0]
+    if images.shape[2] != size:
+        raise SystemExit(f"{cache_path} holds {images.shape[2]} px images but {ARCH} takes {size} px: rebuild it with "
+                         f"`python -m hpcfed.models.distill cache --size {size} --out {cache_path}`")
     model.train()
     # The ViT from scratch stalled at lr 1e-3 in two runs (image loss flat once warm-up ended; the text tower
     # learnt fine), so the image tower gets a smaller rate.
