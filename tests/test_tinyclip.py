@@ -122,3 +122,13 @@ def test_a_negative_loss_weight_is_refused_before_any_work(capsys):
         main(["train", "--out", "unused.pt", "--relation-weight", "-1"])
     assert stop.value.code == 2
     assert "'-1' is not a loss weight: give a number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["0", "-96", "12.5"])
+def test_a_cache_size_that_is_not_a_positive_whole_number_is_refused(size, capsys):
+    from hpcfed.models.distill.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["cache", "--out", "unused.pt", "--size", size])
+    assert stop.value.code == 2
+    assert f"{size!r} is not an image size: give a whole number of pixels > 0" in capsys.readouterr().err

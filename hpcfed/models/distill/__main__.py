@@ -17,6 +17,15 @@ def weight(text: str) -> float:
     return value
 
 
+def pixels(text: str) -> int:
+    """An image size in pixels: a whole number > 0."""
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image size: give a whole number of pixels > 0, e.g. 96 "
+                                         f"(or leave --size out for the student's input size)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from hpcfed.models.distill.train import CAPTION_WEIGHT, RELATION_WEIGHT
 
@@ -24,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="render training images and cache teacher targets")
     c.add_argument("--out", default="/tmp/tinyclip/cache.pt")
-    c.add_argument("--size", type=int, default=None, help="image size (default: the student's input size)")
+    c.add_argument("--size", type=pixels, default=None, help="image size (default: the student's input size)")
     c.add_argument("--views", type=int, default=2)
     c.add_argument("--teacher-res", type=int, default=160)
     t = sub.add_parser("train", help="train the student on a cache")
@@ -54,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         from hpcfed.models.distill import student_image_size
         from hpcfed.models.distill.cache import build_cache
 
-        build_cache(args.out, args.size or student_image_size(), args.views, args.teacher_res, args.seed)
+        size = student_image_size() if args.size is None else args.size
+        build_cache(args.out, size, args.views, args.teacher_res, args.seed)
     elif args.cmd == "train":
         from hpcfed.models.distill.train import train
 
