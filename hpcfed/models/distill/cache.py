@@ -15,11 +15,25 @@ import torch.nn.functional as F
 
 from hpcfed.models.distill import sources
 
+LINE_ART_SHARE = 0.15
+
+
+def line_art(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Black ink on white: the outlines (Sobel magnitude above a per-image threshold, thickened by one pixel) and
+    the darkest areas of each image, the look of monochrome glyph fonts such as Symbola, which stay unseen."""
+    grey = x.mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 4
+    k = torch.stack([kx, kx.T])[:, None]
+    grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k).norm(dim=1, keepdim=True)
+    ink = (grad > threshold[:, None, None, None]) | (grey < 0.2)
+    ink = F.max_pool2d(ink.float(), 3, stride=1, padding=1)
+    return (1 - ink).expand_as(x).clone()
+
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """One random view per image, float [N, 3, H, W] in [0, 1]: scale / rotate / shift on white, colour jitter,
-    grey, low resolution, and the looks of a photograph that drawings lack (shading, sensor noise, blur). The
-    teacher labels exactly this view, so strong changes are safe."""
+    """One random view per image, float [N, 3, H, W] in [0, 1]: scale / rotate / shift on white, line art, colour
+    jitter, grey, low resolution, and the looks of a photograph that drawings lack (shading, sensor noise, blur).
+    The teacher labels exactly this view, so strong changes are safe."""
     n, _, h, w = x.shape
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     ang, scale = u(-0.3, 0.3), u(0.7, 1.15)
@@ -29,6 +43,10 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
                          torch.stack([sin * flip, cos, u(-0.15, 0.15)], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # white fill
+    ink = torch.rand(n, generator=g) < LINE_ART_SHARE
+    threshold = u(0.05, 0.2)
+    if ink.any():
+        x[ink] = line_art(x[ink], threshold[ink])
     grey = x.mean(1, keepdim=True)
     sat = u(0.3, 1.4)[:, None, None, None] * (torch.rand(n, generator=g) > 0.25)[:, None, None, None]
     x = grey + sat * (x - grey)  # saturation 0 = greyscale for a quarter of the views
@@ -70,13 +88,14 @@ def build_cache(out: str, size: int, views: int, teacher_res: int, seed: int, ba
     t0 = time.time()
     flat, flat_names = sources.emoji_images(size)
     e3d, e3d_names = sources.fluent3d_images(size)
+    mono, mono_names = sources.monotone_images(size)
     clip, clip_names = sources.clipart_images(size)
     photos = sources.photo_crops(size, seed)
     mnist = sources.mnist_like_images(size, seed)
-    counts = {"emoji": len(flat), "emoji_3d": len(e3d), "clipart": len(clip), "photo_crops": len(photos),
-              "mnist_like": len(mnist)}
-    images = np.concatenate([flat, e3d, clip, photos, mnist])
-    emoji_names = flat_names + e3d_names
+    counts = {"emoji": len(flat), "emoji_3d": len(e3d), "emoji_monotone": len(mono), "clipart": len(clip),
+              "photo_crops": len(photos), "mnist_like": len(mnist)}
+    images = np.concatenate([flat, e3d, mono, clip, photos, mnist])
+    emoji_names = flat_names + e3d_names + mono_names
     print(f"images: {counts} ({time.time() - t0:.0f} s)", flush=True)
 
     # The same caption for an emoji in every style: one target per concept. Photos and MNIST-like: none.

@@ -2,7 +2,8 @@
 
 Images (uint8, on white): every emoji of emoji-datasource (not only the benchmark's 20 classes) in the TRAIN_STYLES
 (Noto Apache-2.0, Fluent flat/colour MIT) and as Microsoft's Fluent 3D renders (MIT; shaded objects, the nearest
-thing to product photos the registries hold under such a licence); Openclipart object folders (public domain);
+thing to product photos the registries hold under such a licence); EmojiOne Monotone's black glyphs (CC-BY-4.0,
+credited in the model card); Openclipart object folders (public domain);
 random crops of scikit-image's CC0 and public-domain photos; Fashion-MNIST train split (MIT) and the Animal-MNIST
 images outside its fixed evaluation subset (MIT), inverted to dark-on-white. No label of any evaluation set is
 read: the emoji and MNIST-like images are used as pixels only.
@@ -21,6 +22,7 @@ TRAIN_STYLES = ("noto", "fluent_flat", "fluent_color")
 UNSEEN_STYLES = ("twemoji", "fluent_line", "openmoji", "symbola")
 MNIST_TRAIN = 2000  # per MNIST-like set: 800 left Fashion-/Animal-MNIST at 0.67/0.47 of the teacher
 FLUENT_3D = "@lobehub/fluent-emoji-3d@1.1.0"  # MIT: Fluent Emoji 3D as 256 px WebP named by code point
+MONOTONE = "@iconify-json/emojione-monotone@1.2.1"  # CC-BY-4.0: black glyphs, the look of the unseen glyph fonts
 # Openclipart folders beyond the benchmark's object folders: more objects for the teacher to name (no flags,
 # shapes, patterns or gradients: the teacher's targets for those say little).
 EXTRA_CLIPART = ("computer/icons", "recreation", "people", "unsorted", "decorations", "geography/astronomy",
@@ -94,6 +96,18 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
         raise DataError(f"{fetched[FLUENT_3D]} has no package/assets/<code point>.webp of any emoji: not the layout of "
                         f"{FLUENT_3D}; delete it to fetch it again")
     return np.stack(imgs), out_names
+
+
+def monotone_images(size: int) -> tuple[np.ndarray, list[str]]:
+    """Every EmojiOne Monotone icon (black on white; its icon names are the emoji names, hyphenated)."""
+    from hpcfed.data.emoji_domains import icon_svg
+    from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
+    from hpcfed.data.openclipart import render_svg_texts
+
+    icons = read_tar_json(fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE], "package/icons.json")
+    names = sorted(icons["icons"])
+    imgs, keep = render_svg_texts([icon_svg(icons, n, size) for n in names], size)
+    return imgs, [names[i].replace("-", " ") for i in keep]
 
 
 def photo_crops(size: int, seed: int) -> np.ndarray:
