@@ -164,3 +164,22 @@ def test_a_cache_size_that_is_not_a_positive_whole_number_is_refused(size, capsy
         main(["cache", "--out", "unused.pt", "--size", size])
     assert stop.value.code == 2
     assert f"{size!r} is not an image size: give a whole number of pixels > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("views", ["0", "-1", "two"])
+def test_a_number_of_views_below_one_is_refused(views, capsys):
+    from hpcfed.models.distill.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["cache", "--out", "unused.pt", "--views", views])
+    assert stop.value.code == 2
+    assert f"{views!r} is not a number of views: give a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_teacher_resolution_that_is_not_a_positive_whole_number_is_refused(capsys):
+    from hpcfed.models.distill.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["cache", "--out", "unused.pt", "--teacher-res", "0"])
+    assert stop.value.code == 2
+    assert "'0' is not an image size: give a whole number of pixels > 0" in capsys.readouterr().err

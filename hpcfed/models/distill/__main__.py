@@ -21,8 +21,17 @@ def pixels(text: str) -> int:
     """An image size in pixels: a whole number > 0."""
     value = int(text) if text.strip().isdigit() else 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an image size: give a whole number of pixels > 0, e.g. 96 "
-                                         f"(or leave --size out for the student's input size)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image size: give a whole number of pixels > 0 (e.g. "
+                                         f"--size 96, --teacher-res 160; --size left out is the student's input size)")
+    return value
+
+
+def count(text: str) -> int:
+    """A number of views: a whole number >= 1 (view 0 is the clean image)."""
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of views: give a whole number >= 1, e.g. 3 "
+                                         f"(the clean image and 2 augmented views)")
     return value
 
 
@@ -34,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("cache", help="render training images and cache teacher targets")
     c.add_argument("--out", default="/tmp/tinyclip/cache.pt")
     c.add_argument("--size", type=pixels, default=None, help="image size (default: the student's input size)")
-    c.add_argument("--views", type=int, default=2)
-    c.add_argument("--teacher-res", type=int, default=160)
+    c.add_argument("--views", type=count, default=2)
+    c.add_argument("--teacher-res", type=pixels, default=160)
     t = sub.add_parser("train", help="train the student on a cache")
     t.add_argument("--cache", default="/tmp/tinyclip/cache.pt")
     t.add_argument("--out", required=True)
