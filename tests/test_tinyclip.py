@@ -156,30 +156,18 @@ def test_a_negative_loss_weight_is_refused_before_any_work(capsys):
     assert "'-1' is not a loss weight: give a number >= 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("size", ["0", "-96", "12.5"])
-def test_a_cache_size_that_is_not_a_positive_whole_number_is_refused(size, capsys):
+SIZE = "is not an image size: give a whole number of pixels > 0"
+VIEWS = "is not a number of views: give a whole number >= 1"
+
+
+@pytest.mark.parametrize("flag, value, message", [("--size", "0", SIZE), ("--size", "-96", SIZE),
+                                                  ("--size", "12.5", SIZE), ("--teacher-res", "0", SIZE),
+                                                  ("--views", "0", VIEWS), ("--views", "-1", VIEWS),
+                                                  ("--views", "two", VIEWS)])
+def test_a_cache_argument_out_of_range_is_refused_before_any_work(flag, value, message, capsys):
     from hpcfed.models.distill.__main__ import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["cache", "--out", "unused.pt", "--size", size])
+        main(["cache", "--out", "unused.pt", flag, value])
     assert stop.value.code == 2
-    assert f"{size!r} is not an image size: give a whole number of pixels > 0" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("views", ["0", "-1", "two"])
-def test_a_number_of_views_below_one_is_refused(views, capsys):
-    from hpcfed.models.distill.__main__ import main
-
-    with pytest.raises(SystemExit) as stop:
-        main(["cache", "--out", "unused.pt", "--views", views])
-    assert stop.value.code == 2
-    assert f"{views!r} is not a number of views: give a whole number >= 1" in capsys.readouterr().err
-
-
-def test_a_teacher_resolution_that_is_not_a_positive_whole_number_is_refused(capsys):
-    from hpcfed.models.distill.__main__ import main
-
-    with pytest.raises(SystemExit) as stop:
-        main(["cache", "--out", "unused.pt", "--teacher-res", "0"])
-    assert stop.value.code == 2
-    assert "'0' is not an image size: give a whole number of pixels > 0" in capsys.readouterr().err
+    assert f"{value!r} {message}" in capsys.readouterr().err
