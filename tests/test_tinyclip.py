@@ -133,6 +133,22 @@ def test_emojione_monotone_glyphs_are_black_on_white_with_their_emoji_names():
     assert ((images < 64).all(-1).mean((1, 2)) > 0.05).mean() > 0.95  # nearly every glyph has real ink
 
 
+def test_a_monotone_tarball_without_icons_stops_with_the_fix(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from hpcfed.data.fetch import DataError, npm_tarball_name
+    from hpcfed.models.distill.sources import MONOTONE, monotone_images
+
+    monkeypatch.setenv("HPCFED_DATA", str(tmp_path))
+    (tmp_path / "downloads").mkdir()
+    with tarfile.open(tmp_path / "downloads" / npm_tarball_name(MONOTONE), "w:gz") as tf:
+        info = tarfile.TarInfo("package/README.md")
+        tf.addfile(info, io.BytesIO(b""))
+    with pytest.raises(DataError, match="has no package/icons.json with icons: .* delete it to fetch it again"):
+        monotone_images(32)
+
+
 def test_a_cache_at_another_image_size_is_refused_with_the_rebuild_command(tmp_path):
     from hpcfed.models.distill import ARCH, student_image_size
     from hpcfed.models.distill.train import train

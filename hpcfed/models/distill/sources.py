@@ -101,10 +101,14 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 def monotone_images(size: int) -> tuple[np.ndarray, list[str]]:
     """Every EmojiOne Monotone icon (black on white; its icon names are the emoji names, hyphenated)."""
     from hpcfed.data.emoji_domains import icon_svg
-    from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
+    from hpcfed.data.fetch import DataError, default_root, fetch_all, npm_pack, read_tar_json
     from hpcfed.data.openclipart import render_svg_texts
 
-    icons = read_tar_json(fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE], "package/icons.json")
+    tarball = fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE]
+    icons = read_tar_json(tarball, "package/icons.json")
+    if not (icons or {}).get("icons"):
+        raise DataError(f"{tarball} has no package/icons.json with icons: not the layout of {MONOTONE}; delete it to "
+                        f"fetch it again")
     names = sorted(icons["icons"])
     imgs, keep = render_svg_texts([icon_svg(icons, n, size) for n in names], size)
     return imgs, [names[i].replace("-", " ") for i in keep]
