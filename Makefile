@@ -72,6 +72,9 @@ TINY := hpcfed/models/weights/hpcfed-tinyclip-vit-p12-96-w192
 TINY_BUDGET ?= 75
 .PHONY: tiny-clip
 tiny-clip: data
+	case "$(TINY_BUDGET)" in ''|*[!0-9]*) echo "TINY_BUDGET=$(TINY_BUDGET) must be whole minutes, e.g. TINY_BUDGET=75"; exit 1;; esac; \
+	if [ $(TINY_BUDGET) -lt 50 ]; then \
+	  echo "TINY_BUDGET=$(TINY_BUDGET) is too small: the cache takes 18-30 min and training needs 20 or more"; exit 1; fi
 	$(BIN)/pip install -q -e ".[distill]" 2>&1 | { grep -v 'is ignored' || true; }
 	mkdir -p /tmp/tinyclip $(dir $(TINY))
 	date +%s > /tmp/tinyclip/started
@@ -79,8 +82,10 @@ tiny-clip: data
 		2>&1 | tee /tmp/tinyclip/cache.log
 	minutes=$$(( $(TINY_BUDGET) - ($$(date +%s) - $$(cat /tmp/tinyclip/started)) / 60 )); \
 	if [ $$minutes -lt 20 ]; then \
-	  echo "only $$minutes of TINY_BUDGET=$(TINY_BUDGET) min are left for training after the cache:" \
-	       "the machine is too busy or too slow; rerun with a larger TINY_BUDGET"; exit 1; fi; \
+	  echo "only $$minutes of TINY_BUDGET=$(TINY_BUDGET) min are left for training after the cache: the machine is" \
+	       "too busy or too slow. The cache is kept: train on it with \`$(BIN)/python -m hpcfed.models.distill" \
+	       "train --cache /tmp/tinyclip/cache.pt --out $(TINY).pt --minutes 45\`, then the evaluate and card" \
+	       "steps of this target"; exit 1; fi; \
 	echo "training for $$minutes min"; \
 	$(BIN)/python -m hpcfed.models.distill train --cache /tmp/tinyclip/cache.pt --out $(TINY).pt \
 		--minutes $$minutes --steps 6000 2>&1 | tee /tmp/tinyclip/train.log
