@@ -29,7 +29,7 @@ def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, refe
     from hpcfed.extract.stage import prepare_cache, use_cache
     from hpcfed.split.stage import prepare_splits
     from hpcfed.train import client as client_module
-    from hpcfed.train.loop import USER_ERRORS, build_host
+    from hpcfed.train.loop import build_host
     from hpcfed.train.runtime import init_runtime
 
     tree = {**overrides, "method": f"{{name: {method}}}", "clients": 1, "partition.scheme": "iid", "partition.shots": 0,
@@ -45,7 +45,7 @@ def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, refe
                                                                       test=c.test[:2]),))
     hosts = {"no cache": build_host(cfg, rt, listing, splits, [0]), "cache": build_host(cfg, rt, listing, splits, [0])}
     t = time.perf_counter()
-    path, cut = prepare_cache(cfg, rt, hosts["cache"], listing, splits, USER_ERRORS, overwrite=True)
+    path, cut = prepare_cache(cfg, rt, hosts["cache"], listing, splits, overwrite=True)
     extract_s = time.perf_counter() - t
     use_cache(hosts["cache"], path, cut)
     if reference:

@@ -104,8 +104,8 @@ def check_world(launcher: Launcher, world_size: int, version: str) -> Check:
 
 
 def check_ranks(cfg, world_size: int) -> Check:
-    from hpcfed.config import ConfigError
     from hpcfed.config.validate import validate_launch
+    from hpcfed.errors import ConfigError
 
     if cfg is None:
         if world_size < 2:
@@ -179,7 +179,8 @@ def _config_failure(name: str, error: Exception) -> Check:
 
 def load(config_path: str, overrides: list[str]):
     """(config or None, Check) for CONFIG with its overrides; a ConfigError is a FAIL."""
-    from hpcfed.config import ConfigError, load_config
+    from hpcfed.config import load_config
+    from hpcfed.errors import ConfigError
 
     try:
         cfg = load_config(config_path, overrides)
@@ -192,7 +193,7 @@ def load(config_path: str, overrides: list[str]):
 
 
 def check_model_weights(cfg) -> Check:
-    from hpcfed.config import ConfigError
+    from hpcfed.errors import ConfigError
     from hpcfed.models import _cached_weight, check_model
 
     name, pretrained = cfg.model.name, cfg.model.pretrained
@@ -216,7 +217,8 @@ def check_hub_offline() -> Check:
 
 
 def check_dataset(cfg) -> Check:
-    from hpcfed.data import DataError, load_listing
+    from hpcfed.data import load_listing
+    from hpcfed.errors import DataError
 
     try:
         listing = load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)

@@ -34,7 +34,8 @@ OVERRIDE_HELP = ("Override a config key with a dotted path; the value is read as
 
 
 def _load(config: str, overrides: tuple[str, ...]):
-    from hpcfed.config import ConfigError, load_config
+    from hpcfed.config import load_config
+    from hpcfed.errors import ConfigError
 
     try:
         return load_config(config, list(overrides))
@@ -55,9 +56,9 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
     partition settings, client count and seed) and refuses a run file whose splits do not match.
     """
     cfg = _load(config, overrides)
-    from hpcfed.data import DataError, load_listing
-    from hpcfed.results import RunFileExists, open_run
-    from hpcfed.split import SplitError
+    from hpcfed.data import load_listing
+    from hpcfed.errors import DataError, RunFileExists, SplitError
+    from hpcfed.results import open_run
     from hpcfed.split.stage import prepare_splits
 
     try:
@@ -100,7 +101,8 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
     import glob
     from pathlib import Path
 
-    from hpcfed.report.runs import ReportError, read_runs
+    from hpcfed.errors import ReportError
+    from hpcfed.report.runs import read_runs
     from hpcfed.report.table import build_table, caption, format_table
 
     which = "last" if last else "selected"
@@ -194,7 +196,8 @@ def status(run_file: str) -> None:
 
     Safe while the job is writing the file (SWMR).
     """
-    from hpcfed.report.status import StatusError, describe_run
+    from hpcfed.errors import StatusError
+    from hpcfed.report.status import describe_run
 
     try:
         click.echo(describe_run(run_file))

@@ -32,6 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpcfed.errors import RunFileExists
 from hpcfed.metrics import harmonic_mean
 
 # test_accuracy is the Local accuracy of the papers (each client on its own test split).
@@ -44,8 +45,6 @@ ERROR_BYTES = 4000
 TRAINING_GROUPS = ("env", "metrics", "final", "timing", "comm", "progress", "error", "error_rank")
 
 
-class RunFileExists(FileExistsError):
-    pass
 
 
 def _put(group: h5py.Group, name: str, value) -> None:

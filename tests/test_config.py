@@ -5,8 +5,9 @@ import yaml
 from click.testing import CliRunner
 
 from hpcfed.cli import main
-from hpcfed.config import ConfigError, load_config, parse_config
+from hpcfed.config import load_config, parse_config
 from hpcfed.config.validate import validate_launch
+from hpcfed.errors import ConfigError
 
 
 def test_defaults_parse_and_round_trip_through_yaml():

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from hpcfed.cli import main
-from hpcfed.config import ConfigError, load_config
+from hpcfed.config import load_config
+from hpcfed.errors import ConfigError
 from hpcfed.results import open_run
 
 from conftest import REPO, make_image_tree

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from hpcfed.config import PartitionConfig
-from hpcfed.data import DataError, load_listing
+from hpcfed.data import load_listing
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.split import SplitError, make_splits
+from hpcfed.errors import DataError, SplitError
+from hpcfed.split import make_splits
 
 from conftest import make_image_tree
 

@@ -18,8 +18,8 @@ import pytest
 from hpcfed.data import emoji_domains as ed
 from hpcfed.data import fetch
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import DataError
 from hpcfed.data.registry import data_cache_dir, load_listing
+from hpcfed.errors import DataError
 
 RED_SQUARE = '<path fill="#f00" d="M4 4h8v8H4z"/>'
 BLACK_LINE = '<path fill="#000" d="M0 7h16v2H0z"/>'

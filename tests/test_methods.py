@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcfed.config import ConfigError, parse_config
+from hpcfed.config import parse_config
+from hpcfed.errors import ConfigError
 from hpcfed.methods import METHODS
 from hpcfed.methods.lora import LoRAAttention
 from hpcfed.methods.prompt import prompted_text_features

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.models import check_model, create_backbone, known_models
 
 

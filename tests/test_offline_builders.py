@@ -28,8 +28,8 @@ from hpcfed.data import digits5 as d5
 from hpcfed.data import fetch
 from hpcfed.data import mnist_like as ml
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import DataError
 from hpcfed.data.registry import data_cache_dir
+from hpcfed.errors import DataError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from hpcfed.config import ConfigError, PartitionConfig, parse_config
+from hpcfed.config import PartitionConfig, parse_config
 from hpcfed.data.listing import Listing
-from hpcfed.split import PARTITIONERS, SplitError, Splits, base_novel_classes, disjoint_class_chunks, make_splits
+from hpcfed.errors import ConfigError, SplitError
+from hpcfed.split import PARTITIONERS, Splits, base_novel_classes, disjoint_class_chunks, make_splits
 
 SETTINGS = settings(max_examples=120, deadline=None)
 DOMAIN_SCHEMES = ("domain", "domain_dirichlet")

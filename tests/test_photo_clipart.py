@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hpcfed.data import coarse_domains, openclipart, tuxpaint
-from hpcfed.data.listing import DataError
+from hpcfed.errors import DataError
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 10 10">'
        '<circle cx="5" cy="5" r="4" fill="#c00"/></svg>')

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcfed.data.listing import DataError
 from hpcfed.data.registry import DATASETS, load_listing
 from hpcfed.data.verify import verify_images
+from hpcfed.errors import DataError
 
 
 def _image(path: Path, seed: int = 0) -> str:

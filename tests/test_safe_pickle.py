@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from hpcfed.data import DataError
 from hpcfed.data.safe_pickle import load_restricted
+from hpcfed.errors import DataError
 
 
 class RunsCode:

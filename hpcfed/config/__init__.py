@@ -2,7 +2,6 @@
 
 from hpcfed.config.schema import (
     Config,
-    ConfigError,
     DataConfig,
     MethodConfig,
     ModelConfig,
@@ -15,7 +14,6 @@ from hpcfed.config.schema import (
 
 __all__ = [
     "Config",
-    "ConfigError",
     "DataConfig",
     "MethodConfig",
     "ModelConfig",

@@ -12,13 +12,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad configuration value. `key` is the dotted path; the message says what is wrong and how to fix it."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        self.key = key
-        super().__init__(f"config error at '{key}': {problem}. Fix: {fix}")
+from hpcfed.errors import ConfigError
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from hpcfed.config.schema import Config, ConfigError, _build
+from hpcfed.config.schema import Config, _build
+from hpcfed.errors import ConfigError
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 
 from hpcfed.data.domains import need_root, no_domains
 from hpcfed.data.imagefolder import read_class_names
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
 from hpcfed.data.safe_pickle import load_restricted
+from hpcfed.errors import DataError
 
 
 @dataclass(frozen=True)

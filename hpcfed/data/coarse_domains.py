@@ -21,7 +21,8 @@ from hpcfed.data.fetch import (
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
 COMMAND = "python -m hpcfed.data.coarse_domains"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from hpcfed.data.domains import list_images, need_root, no_domains, subdirs
 from hpcfed.data.imagefolder import read_class_names
-from hpcfed.data.listing import DataError, Listing, Row, rows_to_listing
+from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.verify import require_files
+from hpcfed.errors import DataError
 
 SUBSETS = ("train", "val", "test")  # Listing.subset 0, 1, 2
 

@@ -62,7 +62,8 @@ from hpcfed.data.fetch import (
     write_stamp,
 )
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
 DOMAINS: tuple[str, ...] = ("mnist", "uci_digits", "mnistm_like", "syndigits_like", "handfont")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcfed.data.imagefolder import IMAGE_SUFFIXES, read_class_names
-from hpcfed.data.listing import DataError, Listing, Row, rows_to_listing
+from hpcfed.data.listing import Listing, Row, rows_to_listing
+from hpcfed.errors import DataError
 
 
 def subdirs(folder: Path) -> list[str]:

@@ -43,7 +43,7 @@ from hpcfed.data.fetch import (
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import DataError
+from hpcfed.errors import DataError
 
 __all__ = ["ALL", "STAMP", "STYLES", "build", "main"]
 

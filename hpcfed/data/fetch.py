@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from hpcfed.data.listing import DataError
+from hpcfed.errors import DataError
 
 __all__ = [
     "STAMP", "DebFetcher", "NpmFetcher", "Runner", "WheelFetcher", "apt_download", "building", "deb_extract",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcfed.data.listing import DataError, Listing, rows_to_listing
+from hpcfed.data.listing import Listing, rows_to_listing
+from hpcfed.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 AUGMENT_SEED = 20231  # views are a property of the image set, not of a run's seed: one cache serves every seed
 

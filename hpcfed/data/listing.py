@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """A dataset on disk is missing, malformed or inconsistent; the message names the path and the fix."""
+from hpcfed.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from hpcfed.data.fetch import (
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 STAMP_FORMAT = 2  # 2: SVG sizes in mm/pt converted to px (about half the files failed before)
 DEB = "openclipart-svg"

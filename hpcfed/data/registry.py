@@ -12,7 +12,8 @@ from hpcfed.data.cifar import CIFAR_DATASETS, read_cifar
 from hpcfed.data.coop import COOP_DATASETS, read_coop
 from hpcfed.data.domains import DOMAIN_DATASETS, read_domain_dataset
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 
 def data_cache_dir() -> Path:

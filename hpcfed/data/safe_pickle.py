@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from hpcfed.data.listing import DataError
+from hpcfed.errors import DataError
 
 ALLOWED = {
     ("builtins", name) for name in ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray",

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import DataError
 
 
 def require_files(root: Path, relpaths: Iterable[str], source: Path) -> None:

@@ -23,15 +23,14 @@ import h5py
 import numpy as np
 import torch
 
-from hpcfed.data.listing import DataError, Listing
+from hpcfed.data.listing import Listing
+from hpcfed.errors import CacheError
 from hpcfed.extract.prefix import Cut, frozen_prefix
 
 FORMAT = 1
 CHUNK = 64  # images per forward pass and per write
 
 
-class CacheError(DataError):
-    """A cache that cannot be used (stale, foreign, damaged); the message says how to rebuild it."""
 
 
 def file_digest(path: Path) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.extract.cache import CacheError, FeatureSource, Plan, build, cache_key, cache_parts, check
+from hpcfed.errors import CacheError
+from hpcfed.extract.cache import FeatureSource, Plan, build, cache_key, cache_parts, check
 from hpcfed.extract.prefix import CachedVisual, TextPrefixCache, find_cut
 from hpcfed.train.runtime import SERVER, agree
 
@@ -27,10 +28,10 @@ def _describe(host, cfg):
     return cut, cache_parts(cfg, host.images.listing, host.images.preprocess, cut, Path(weights) if weights else None)
 
 
-def prepare_cache(cfg, rt, host, listing, splits, user_errors: tuple, overwrite: bool = False) -> tuple[Path, object]:
+def prepare_cache(cfg, rt, host, listing, splits, overwrite: bool = False) -> tuple[Path, object]:
     """The cache file of this run, extracted now if missing (or if `overwrite`); refuses a stale one."""
     describer = 1 if rt.size > 1 else 0
-    described = agree(rt.world, lambda: _describe(host, cfg) if rt.rank == describer else None, user_errors)
+    described = agree(rt.world, lambda: _describe(host, cfg) if rt.rank == describer else None)
     cut, parts = rt.world.bcast(described, root=describer)
     path = Path(cfg.extract.dir) / f"{cache_key(parts)}.h5"
 
@@ -49,7 +50,7 @@ def prepare_cache(cfg, rt, host, listing, splits, user_errors: tuple, overwrite:
         check(path, parts, listing)
         return "use"
 
-    todo = rt.world.bcast(agree(rt.world, lambda: status() if rt.is_server else None, user_errors), root=SERVER)
+    todo = rt.world.bcast(agree(rt.world, lambda: status() if rt.is_server else None), root=SERVER)
     plan = Plan.of(splits, cfg.train.augment_views)
     if todo == "build":
         if rt.is_server:
@@ -83,16 +84,15 @@ def run_extract(cfg, rt, overwrite: bool = False) -> Path:
     rank extracts a slice (rank 0 alone when the job has one rank)."""
     from hpcfed.data import load_listing
     from hpcfed.split.stage import prepare_splits
-    from hpcfed.train.loop import USER_ERRORS, build_host
+    from hpcfed.train.loop import build_host
 
     world = rt.world
     listing = agree(world, lambda: load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains,
-                                                cfg.data.class_names_file), USER_ERRORS)
-    prepared = agree(world, lambda: prepare_splits(cfg, listing, resuming=True) if rt.is_server else None,
-                     USER_ERRORS)
+                                                cfg.data.class_names_file))
+    prepared = agree(world, lambda: prepare_splits(cfg, listing, resuming=True) if rt.is_server else None)
     prepared = world.bcast(prepared, root=SERVER)
     listing = listing.without(prepared.unreadable)
     extracts = rt.size == 1 or not rt.is_server
-    host = agree(world, lambda: build_host(cfg, rt, listing, prepared.splits, []) if extracts else None, USER_ERRORS)
-    path, _ = prepare_cache(cfg, rt, host, listing, prepared.splits, USER_ERRORS, overwrite)
+    host = agree(world, lambda: build_host(cfg, rt, listing, prepared.splits, []) if extracts else None)
+    path, _ = prepare_cache(cfg, rt, host, listing, prepared.splits, overwrite)
     return path

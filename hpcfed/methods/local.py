@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method, register
 from hpcfed.methods.lora import LoRA
 from hpcfed.methods.mma import MMA

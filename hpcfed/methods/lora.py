@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
 
 TARGETS = ("q", "k", "v", "o")

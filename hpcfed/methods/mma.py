@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
 
 

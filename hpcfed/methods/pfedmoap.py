@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.methods.base import register
 from hpcfed.methods.prompt import Prompt
 from hpcfed.methods.prompt_sets import FrozenCache, embed_dim, prompt_set_features, seeded_linear

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from hpcfed.config import ConfigError
+from hpcfed.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # checkpoints that ship with hpcfed (see their model cards)

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hpcfed.errors import ReportError
 from hpcfed.results import open_run
 
 # Keys that differ between the seeds of one experiment without changing what is measured.
 NOT_THE_SETTING = ("seed", "output", "name", "runtime")
 
 
-class ReportError(ValueError):
-    """A run file that cannot be reported on; the message names the file and what to do."""
 
 
 @dataclass

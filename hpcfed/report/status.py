@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hpcfed.errors import StatusError
 from hpcfed.metrics import format_duration, harmonic_mean
 from hpcfed.results import open_run
 
@@ -22,8 +23,6 @@ STATE_MEANING = {
 }
 
 
-class StatusError(ValueError):
-    """The path is not a readable hpcfed run file; the message says what to do."""
 
 
 def _open(path: Path):

@@ -11,8 +11,6 @@ from hpcfed.config import PartitionConfig
 TRAIN, VAL, TEST = 0, 1, 2  # values of Listing.subset
 
 
-class SplitError(ValueError):
-    """The data cannot be partitioned as configured; the message says why and what to change."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import numpy as np
 
 from hpcfed.config import PartitionConfig
 from hpcfed.data.listing import Listing
+from hpcfed.errors import SplitError
 from hpcfed.rng import Stream, generator
-from hpcfed.split.base import TEST, TRAIN, VAL, Candidates, ClientSplit, SplitError, Splits
+from hpcfed.split.base import TEST, TRAIN, VAL, Candidates, ClientSplit, Splits
 from hpcfed.split.classes import base_novel_classes, few_shot, seeded_subset
 from hpcfed.split.schemes import NEEDS_SUBSET, PARTITIONERS
 

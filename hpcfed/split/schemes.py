@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 
 from hpcfed.config import PartitionConfig
-from hpcfed.split.base import Candidates, SplitError
+from hpcfed.errors import SplitError
+from hpcfed.split.base import Candidates
 from hpcfed.split.classes import disjoint_class_chunks
 
 Pools = list[tuple[np.ndarray, int]]

@@ -12,8 +12,9 @@ import yaml
 from hpcfed.config import Config
 from hpcfed.data.listing import Listing
 from hpcfed.data.verify import verify_images
-from hpcfed.results import RunFileExists, create_split_file, open_run, read_splits
-from hpcfed.split.partition import SplitError, Splits, make_splits
+from hpcfed.errors import RunFileExists, SplitError
+from hpcfed.results import create_split_file, open_run, read_splits
+from hpcfed.split.partition import Splits, make_splits
 
 
 @dataclass(frozen=True)

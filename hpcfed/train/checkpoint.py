@@ -21,13 +21,12 @@ from pathlib import Path
 
 import torch
 
+from hpcfed.errors import CheckpointError
 from hpcfed.train.runtime import SERVER, Runtime
 
 EXIT_CHECKPOINTED = 75  # sysexits EX_TEMPFAIL: stopped on a signal after checkpointing; requeue and resume
 
 
-class CheckpointError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.config import Config, ConfigError
+from hpcfed.config import Config
 from hpcfed.config.validate import validate_launch
-from hpcfed.data import DataError, load_listing
+from hpcfed.data import load_listing
+from hpcfed.errors import CheckpointError, DataError, RunFileExists
 from hpcfed.metrics import format_duration, select_round
-from hpcfed.results import CLIENT_METRICS, PHASES, RunFileExists, RunWriter
+from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter
 from hpcfed.rng import Stream, sample_clients, torch_seed
-from hpcfed.split import SplitError
 from hpcfed.split.stage import prepare_splits
 from hpcfed.train import checkpoint
-from hpcfed.train.checkpoint import EXIT_CHECKPOINTED, Checkpoint, CheckpointError
+from hpcfed.train.checkpoint import EXIT_CHECKPOINTED, Checkpoint
 from hpcfed.train.runtime import SERVER, RemoteRankFailed, Runtime, agree, place_clients
 from hpcfed.train.signals import StopRequest
 
-USER_ERRORS = (ConfigError, DataError, SplitError, RunFileExists, CheckpointError)
 RESUME_MODES = ("auto", "never")  # or the path of one checkpoint directory
 
 
@@ -136,11 +135,11 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
         stop: StopRequest | None = None) -> TrainResult:
     world = rt.world
     stop = stop or StopRequest()  # from here on a SIGUSR1/SIGTERM checkpoints at the next round boundary
-    agree(world, lambda: validate_launch(cfg, rt.size), USER_ERRORS)
+    agree(world, lambda: validate_launch(cfg, rt.size))
     # Every rank reads the listing (it needs the paths); rank 0 makes or reuses the splits and shares them.
     listing = agree(world, lambda: load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains,
-                                                cfg.data.class_names_file), USER_ERRORS)
-    start = agree(world, lambda: resume_point(cfg, resume, overwrite) if rt.is_server else None, USER_ERRORS)
+                                                cfg.data.class_names_file))
+    start = agree(world, lambda: resume_point(cfg, resume, overwrite) if rt.is_server else None)
     start = world.bcast(start, root=SERVER)
     if start is not None and start.round >= cfg.rounds:
         if rt.is_server:
@@ -148,22 +147,21 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
         return TrainResult(cfg.rounds)
     fresh = overwrite or (resume != "never" and start is None)  # auto without a checkpoint replaces a partial run
     prepared = agree(world, lambda: prepare_splits(cfg, listing, overwrite, resume != "never") if rt.is_server
-                                         else None, USER_ERRORS)
+                                         else None)
     prepared = world.bcast(prepared, root=SERVER)
     splits = prepared.splits
     listing = listing.without(prepared.unreadable)  # rank 0 found these images unreadable before splitting
-    agree(world, lambda: _same_listing(listing, splits), USER_ERRORS)
+    agree(world, lambda: _same_listing(listing, splits))
     if rt.is_server and prepared.reused:
         sys.stdout.write(f"using the splits stored in {cfg.output_path}\n")
     placement = place_clients(splits.train_sizes(), rt.size - 1)
     my_clients = [] if rt.is_server else placement[rt.rank - 1]
-    host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients),
-                 USER_ERRORS)
+    host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients))
     if cfg.extract.enabled:
         from hpcfed.extract.stage import prepare_cache, use_cache
 
-        cache, cut = prepare_cache(cfg, rt, host, listing, splits, USER_ERRORS)
-        agree(world, lambda: host is None or use_cache(host, cache, cut), USER_ERRORS)
+        cache, cut = prepare_cache(cfg, rt, host, listing, splits)
+        agree(world, lambda: host is None or use_cache(host, cache, cut))
     # What the server needs to know of the model without building one: buffer sizes and payloads.
     layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) if rt.rank == 1 \
         else None
@@ -172,10 +170,10 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     writer = agree(world, lambda: (RunWriter.resume(cfg.output_path, start.rows, rt.size) if start else RunWriter(
         cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env, n_clients=cfg.clients,
         rounds=cfg.rounds, n_ranks=rt.size, n_domains=len(listing.domain_names), replace=fresh))
-        if rt.is_server else None, USER_ERRORS)
+        if rt.is_server else None)
     first = 0 if start is None else start.round
     if start is not None:
-        agree(world, lambda: host is None or checkpoint.load(start.path, host), USER_ERRORS)
+        agree(world, lambda: host is None or checkpoint.load(start.path, host))
         if rt.is_server:
             sys.stdout.write(f"resuming {cfg.output_path} at round {first + 1} from {start.path}\n")
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpcfed.errors import UserError
+
 SERVER = 0
 FAILURE_TAG = 77  # a client rank's traceback, sent to the server before the job is aborted
 
@@ -195,12 +197,12 @@ def abort_on_error(world):
         world.Abort(1)
 
 
-def agree(world, fn, user_errors: tuple[type[BaseException], ...]):
+def agree(world, fn):
     """Run `fn` on every rank; if it fails on any, all ranks stop cleanly and rank 0 reports the first failure.
     Used for set-up steps (validation, data listing, splits) so bad input never hangs the other ranks."""
     try:
         result, error = fn(), None
-    except user_errors as e:
+    except UserError as e:
         result, error = None, f"error: {e}"
     except Exception:
         result, error = None, traceback.format_exc()

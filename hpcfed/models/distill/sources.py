@@ -79,7 +79,8 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
 
     from hpcfed.data.emoji_domains import EMOJI_DATA, on_white, without_fe0f
-    from hpcfed.data.fetch import DataError, default_root, fetch_all, npm_pack
+    from hpcfed.data.fetch import default_root, fetch_all, npm_pack
+    from hpcfed.errors import DataError
 
     fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
     names = {without_fe0f(code): name for code, name in _emoji_names(fetched[EMOJI_DATA]).items()}
@@ -101,8 +102,9 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 def monotone_images(size: int) -> tuple[np.ndarray, list[str]]:
     """Every EmojiOne Monotone icon (black on white; its icon names are the emoji names, hyphenated)."""
     from hpcfed.data.emoji_domains import icon_svg
-    from hpcfed.data.fetch import DataError, default_root, fetch_all, npm_pack, read_tar_json
+    from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
     from hpcfed.data.openclipart import render_svg_texts
+    from hpcfed.errors import DataError
 
     tarball = fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE]
     icons = read_tar_json(tarball, "package/icons.json")
