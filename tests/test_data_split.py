@@ -6,7 +6,7 @@ import pytest
 from hpcfed.config import PartitionConfig
 from hpcfed.data import load_listing
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.errors import DataError, SplitError
+from hpcfed.errors import ConfigError, DataError, SplitError
 from hpcfed.split import make_splits
 
 from conftest import make_image_tree
@@ -60,8 +60,9 @@ def test_listing_digest_changes_when_the_listing_changes(tmp_path):
 
 
 def test_unknown_dataset_is_refused():
-    with pytest.raises(DataError, match="unknown dataset"):
+    with pytest.raises(ConfigError, match="unknown dataset 'imagenet-21k'") as err:
         load_listing("imagenet-21k")
+    assert err.value.key == "data.dataset" and "office_home" in str(err.value)  # names the known ones
 
 
 def test_corrupt_image_names_the_file(tmp_path):

@@ -84,18 +84,17 @@ def test_family_options_that_do_not_apply_are_refused():
 
 
 def test_reference_hyperparameters_fill_only_unset_train_keys():
-    from hpcfed.methods.base import Method, register
+    from hpcfed.methods.base import Method
 
-    @register
+    @METHODS.register("tuned_for_test")
     class Tuned(Method):
-        name = "tuned_for_test"
         train_defaults = {"lr": 0.123, "optimizer": "adam"}
 
     try:
         cfg = parse_config({"method": "tuned_for_test", "train": {"lr": 0.5}})
         assert cfg.train.lr == 0.5 and cfg.train.optimizer == "adam"
     finally:
-        METHODS.pop("tuned_for_test")
+        METHODS.remove("tuned_for_test")
 
 
 def test_harmonic_mean_of_local_base_novel():

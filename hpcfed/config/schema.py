@@ -1,4 +1,5 @@
-"""The run configuration. Every key is declared here with its type; anything else is an error."""
+"""The run configuration. Every key is declared with its type and allowed values (the partition section next to
+the partitioners, in hpcfed.split, and each method's options in its module); anything else is an error."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from typing import Any
 import yaml
 
 from hpcfed.errors import ConfigError
+from hpcfed.options import option
+from hpcfed.split.base import PartitionConfig
 
 
 @dataclass
 class ModelConfig:
-    name: str = "hpcfed-tiny"  # open_clip architecture, or one shipped in hpcfed/model_configs
+    name: str = "hpcfed-tiny"  # open_clip architecture, or one shipped in hpcfed/models/configs
     pretrained: str | None = None  # open_clip tag (local cache only), a checkpoint file, or null (random init)
 
 
@@ -33,21 +36,6 @@ class DataConfig:
 
 
 @dataclass
-class PartitionConfig:
-    scheme: str = "domain_dirichlet"  # see hpcfed.split.PARTITIONERS
-    beta: float = 0.5  # Dirichlet concentration (label shift; the superclass draw of superclass_dirichlet)
-    clients_per_domain: int = 1  # domain, domain_dirichlet; 0: spread the clients over domains by size
-    val_fraction: float = 0.1  # share of a client's data (no official split) or of its train (no official val)
-    test_fraction: float = 0.3  # share of a client's data when the dataset has no official test split
-    min_samples: int = 2  # smallest train set a client may get
-    classes_per_client: int = 2  # pathological: k classes per client
-    shots: int = 0  # k training images per class (CoOp few-shot); 0: every training image
-    base_novel: bool = False  # train on the base half of the classes, test also on Base and Novel (methods.md 1.6a)
-    fine_alpha: float = 10.0  # superclass_dirichlet: Dirichlet concentration over the classes of a superclass
-    samples_per_client: int = 600  # superclass_dirichlet: samples per client from pooled train+test
-
-
-@dataclass
 class MethodConfig:
     name: str = "pfedmma"
     options: dict[str, Any] = field(default_factory=dict)  # method-specific keys, validated by the method
@@ -55,46 +43,57 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    local_epochs: int = 1
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    prox_mu: float = 0.0  # FedProx: mu/2 * ||shared - global||^2 added to the local loss (0: off)
+    local_epochs: int = option(1, ge=1, fix="set it to >= 1")
+    batch_size: int = option(32, ge=1, fix="set it to >= 1")
+    eval_batch_size: int = option(128, ge=1, fix="set it to >= 1")
+    optimizer: str = option("sgd", choices=("sgd", "adam", "adamw"))
+    lr: float = option(0.001, gt=0, fix="use e.g. lr: 0.001")
+    momentum: float = option(0.9, ge=0, lt=1, fix="use e.g. 0.9")
+    weight_decay: float = option(5e-4, ge=0, fix="use e.g. 5e-4")
+    # FedProx: mu/2 * ||shared - global||^2 added to the local loss (0: off)
+    prox_mu: float = option(0.0, ge=0, fix="0 turns FedProx off; e.g. 0.01 pulls shared parameters toward the "
+                            "global state")
     reset_optimizer: bool = False  # a fresh optimizer per client per round instead of persistent state
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
-    precision: str = "fp32"  # amp: autocast in bf16 where supported, else fp16 with a gradient scaler (methods.md)
-    augment_views: int = 0  # 0: no augmentation; K: K fixed random-resized-crop+flip views per image, one per epoch
+    # amp: autocast in bf16 where supported, else fp16 with a gradient scaler (methods.md)
+    precision: str = option("fp32", choices=("fp32", "amp"))
+    # 0: no augmentation; K: K fixed random-resized-crop+flip views per image, one per epoch
+    augment_views: int = option(0, ge=0, le=256, fix="0 turns augmentation off; e.g. 8 gives each training image "
+                                "8 fixed augmented views")
 
 
 @dataclass
 class ExtractConfig:
     enabled: bool = False  # train from the cached frozen prefix of the image tower (hpcfed extract; made if missing)
     dir: str = "cache"  # cache files are named by their key inside this directory
-    dtype: str = "float16"  # float32 keeps the features exact (twice the size)
+    dtype: str = option("float16", choices=("float16", "float32"))  # float32: exact features, twice the size
 
 
 @dataclass
 class RuntimeConfig:
-    device: str = "auto"  # auto: one GPU per client rank when present, else CPU
-    threads: int = 1  # torch/OpenMP threads per rank
-    poll_interval: float = 0.001  # s between tests of a pending collective (0: block and spin inside MPI)
-    checkpoint_every: int = 5  # rounds between checkpoints (0: only when a signal asks for one)
-    checkpoint_keep: int = 2  # newest checkpoints kept; an older one is the fallback if the newest is damaged
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))  # auto: one GPU per client rank when present
+    threads: int = option(1, ge=1, fix="use 1 per rank")  # torch/OpenMP threads per rank
+    # seconds between tests of a pending collective (0: block and spin inside MPI)
+    poll_interval: float = option(0.001, ge=0, fix="use 0.001 on shared or oversubscribed nodes, 0 on dedicated "
+                                  "cores")
+    # rounds between checkpoints (0: only when a signal asks for one)
+    checkpoint_every: int = option(5, ge=0, fix="use 0 to checkpoint only on a signal, or k for every k rounds")
+    # newest checkpoints kept; an older one is the fallback if the newest is damaged
+    checkpoint_keep: int = option(2, ge=1, fix="keep at least 1 (2 leaves a fallback if the newest is damaged)")
     cuda_aware_mpi: bool = False  # Allreduce straight from GPU memory (needs a CUDA-aware MPI); else pinned staging
 
 
 @dataclass
 class Config:
     name: str = "run"
-    seed: int = 0
-    rounds: int = 10
-    clients: int = 4
-    participation: float = 1.0  # fraction of clients sampled per round (round 0 takes all)
-    eval_every: int = 1
+    seed: int = option(0, ge=0, fix="use any integer >= 0 (0 is a real seed)")
+    rounds: int = option(10, ge=1, fix="set rounds to a positive integer")
+    clients: int = option(4, ge=1, fix="set clients to a positive integer")
+    # fraction of clients sampled per round (round 0 takes all)
+    participation: float = option(1.0, gt=0, le=1, fix="use e.g. participation: 0.1 for 10% of clients per "
+                                  "round, 1.0 for all")
+    eval_every: int = option(1, ge=1, fix="evaluate every k >= 1 rounds")
     output: str = "runs/{name}_seed{seed}.h5"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -224,10 +223,10 @@ def parse_config(tree: dict[str, Any] | None, overrides: list[str] | None = None
     tree = apply_overrides(tree, overrides or [])
     config = _build(Config, tree)
     # A method's reference hyperparameters (methods.md) fill the train keys the config leaves unset.
-    from hpcfed.methods import METHODS
+    from hpcfed.methods import METHODS  # torch: only once a config is parsed, not for report or status
 
     given_train = set((tree.get("train") or {}).keys())
-    for key, value in getattr(METHODS.get(config.method.name), "train_defaults", {}).items():
+    for key, value in METHODS[config.method.name].train_defaults.items():
         if key not in given_train:
             setattr(config.train, key, value)
     from hpcfed.config.validate import validate

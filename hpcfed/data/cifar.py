@@ -8,6 +8,7 @@ labels. Keys are bytes or str depending on how the pickle is decoded, so both ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from hpcfed.data.domains import need_root, no_domains
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing
+from hpcfed.data.registry import DATASETS
 from hpcfed.data.safe_pickle import load_restricted
 from hpcfed.errors import DataError
 
@@ -109,3 +111,7 @@ def read_cifar(name: str, root: str | Path | None, domains: list[str] | None = N
         pixels=np.ascontiguousarray(np.concatenate(pixels)),
         notes=notes,
     )
+
+
+for _name in CIFAR_DATASETS:
+    DATASETS.register(_name, partial(read_cifar, _name))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from hpcfed.data.domains import list_images, need_root, no_domains, subdirs
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
+from hpcfed.data.registry import DATASETS
 from hpcfed.data.verify import require_files
 from hpcfed.errors import DataError
 
@@ -169,3 +171,7 @@ def _imagenet(ds: Path, images: Path, spec: CoopSpec) -> tuple[list[Row], list[s
         raise DataError(f"{names_file} has no name for {len(unnamed)} class folder(s), e.g. {unnamed[:5]}; "
                         "use CoOp's classnames.txt")
     return rows, folders, [names[w] for w in folders]
+
+
+for _name in COOP_DATASETS:
+    DATASETS.register(_name, partial(read_coop, _name))

@@ -18,10 +18,12 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from hpcfed.data.imagefolder import IMAGE_SUFFIXES, read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
+from hpcfed.data.registry import DATASETS
 from hpcfed.errors import DataError
 
 
@@ -259,3 +261,7 @@ def _common_classes(class_roots: list[Path], spec: DomainSpec) -> list[str]:
                 f"{first}; every domain needs the same class folders"
             )
     return found[first]
+
+
+for _name in DOMAIN_DATASETS:
+    DATASETS.register(_name, partial(read_domain_dataset, _name))

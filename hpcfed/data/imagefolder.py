@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpcfed.data.listing import Listing, rows_to_listing
+from hpcfed.data.registry import DATASETS
 from hpcfed.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -81,3 +82,11 @@ def read_imagefolder(
         [default_class_name(f) for f in folders]
     domain_names = tuple(d.name for d in domain_dirs) if domain_level else ("all",)
     return rows_to_listing(root, rows, class_names, domain_names)
+
+
+@DATASETS.register("imagefolder")
+def read_imagefolder_dataset(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
+    """Dataset `imagefolder`: data.root holds class folders, or domain folders of class folders (data.domains)."""
+    if not root:
+        raise DataError("data.root is required for dataset 'imagefolder'; set it to the folder of class folders")
+    return read_imagefolder(root, domains=domains, domain_level=bool(domains), class_names_file=class_names_file)

@@ -1,19 +1,20 @@
-"""Datasets by name: each entry turns the config's data section into a Listing."""
+"""Datasets by name: each reader module registers the datasets it reads (`DATASETS.register`), and
+`load_listing` turns the config's data section into a Listing through the registered reader."""
 
 from __future__ import annotations
 
 import importlib
 import os
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-from hpcfed.data.cifar import CIFAR_DATASETS, read_cifar
-from hpcfed.data.coop import COOP_DATASETS, read_coop
-from hpcfed.data.domains import DOMAIN_DATASETS, read_domain_dataset
-from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.data.listing import Listing
 from hpcfed.errors import DataError
+from hpcfed.registry import Registry
+
+# A reader: (data.root, data.domains, data.class_names_file) -> Listing.
+Reader = Callable[[str | None, list[str] | None, str | None], Listing]
+DATASETS: Registry[Reader] = Registry("dataset", "data.dataset")
 
 
 def data_cache_dir() -> Path:
@@ -34,13 +35,9 @@ def _emoji_domains(root: str | None, domains: list[str] | None, class_names_file
     unknown = [d for d in domains or [] if d not in STYLES]
     if unknown:
         raise DataError(f"unknown Emoji-Domains style(s) {unknown}; choose from {list(STYLES)}")
+    from hpcfed.data.imagefolder import read_imagefolder
+
     return read_imagefolder(base, domains=domains, domain_level=True, class_names_file=base / "classnames.txt")
-
-
-def _imagefolder(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    if not root:
-        raise DataError("data.root is required for dataset 'imagefolder'; set it to the folder of class folders")
-    return read_imagefolder(root, domains=domains, domain_level=bool(domains), class_names_file=class_names_file)
 
 
 def _built_offline(module: str, reader: str) -> Callable[..., Listing]:
@@ -52,16 +49,9 @@ def _built_offline(module: str, reader: str) -> Callable[..., Listing]:
     return read
 
 
-DATASETS: dict[str, Callable[..., Listing]] = {
+# built at set-up from registry packages (offline-data.md): recreations are labelled as such
+for _name, _reader in {
     "emoji_domains": _emoji_domains,
-    "imagefolder": _imagefolder,
-    # office_home, domainnet, domainnet10, office_caltech10, pacs
-    **{name: partial(read_domain_dataset, name) for name in DOMAIN_DATASETS},
-    # caltech101, oxford_pets, oxford_flowers, food101, dtd, ucf101, sun397, stanford_cars, fgvc_aircraft,
-    # eurosat, imagenet
-    **{name: partial(read_coop, name) for name in COOP_DATASETS},
-    **{name: partial(read_cifar, name) for name in CIFAR_DATASETS},  # cifar10, cifar100
-    # built at set-up from registry packages (offline-data.md): recreations are labelled as such
     "digits5_offline": _built_offline("digits5", "read_digits5"),
     "fashion_mnist": _built_offline("mnist_like", "read_fashion_mnist"),
     "animal_mnist": _built_offline("mnist_like", "read_animal_mnist"),
@@ -69,11 +59,10 @@ DATASETS: dict[str, Callable[..., Listing]] = {
     "tuxpaint": _built_offline("tuxpaint", "read_tuxpaint"),
     "openclipart": _built_offline("openclipart", "read_openclipart"),
     "coarse_domains": _built_offline("coarse_domains", "read_coarse_domains"),
-}
+}.items():
+    DATASETS.register(_name, _reader)
 
 
 def load_listing(name: str, root: str | None = None, domains: list[str] | None = None,
                  class_names_file: str | None = None) -> Listing:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}")
     return DATASETS[name](root, domains, class_names_file)

@@ -1,18 +1,12 @@
-"""Methods by name. Importing this package registers every method module below."""
+"""Methods by name. Every module of this folder is imported here, so a method registered in a new module
+(`@METHODS.register("name")`) is available without another line anywhere."""
 
-from hpcfed.methods import (  # noqa: F401  (each module registers its methods)
-    fedclip,
-    fedlora,
-    fedmma,
-    fedotp,
-    fedpgp,
-    local,
-    pfedmma,
-    pfedmoap,
-    plora,
-    promptfl,
-    zeroshot,
-)
-from hpcfed.methods.base import METHODS, Method, register
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Method", "register"]
+from hpcfed.methods.base import METHODS, Method
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Method"]

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpcfed.registry import Registry
+
 
 class Method:
-    name: ClassVar[str]
     # Glob patterns over added-parameter names that are communicated and averaged ("*" shares everything,
     # () nothing); every other added parameter stays on its client and never enters an MPI call.
     shared: ClassVar[tuple[str, ...]] = ()
@@ -36,8 +37,8 @@ class Method:
 
     @classmethod
     def check_options(cls, options: dict[str, Any], given: set[str]) -> None:
-        """Raise ConfigError for option values out of range (types are checked by the config layer).
-        `given` holds the option names the user set explicitly."""
+        """Raise ConfigError for options that are wrong together (types and each option's declared range are
+        checked by the config layer). `given` holds the option names the user set explicitly."""
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         """Insert the method's parameters into `clip`; return (and keep) the module that owns all of them."""
@@ -72,14 +73,14 @@ class Method:
         every client's latest published values, `known` [clients] which rows have been published yet;
         changes made here to the loaded parameters stay with the client."""
 
+    def aggregation_weight(self, train_size: int) -> float:
+        """A participating client's weight in the average of the shared state: its sample count (FedAvg)."""
+        return float(train_size)
+
     def upload_download_floats(self, n_shared: int) -> tuple[int, int]:
         """Floats a participating client sends and receives per round (methods with extra downloads add them)."""
         return n_shared, n_shared
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
+# `@METHODS.register("name")` above a Method subclass makes it `method.name: name` in configs.
+METHODS: Registry[type[Method]] = Registry("method", "method.name")

@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcfed.methods.base import Method, register
+from hpcfed.methods.base import METHODS, Method
 from hpcfed.methods.prompt_sets import FrozenCache, embed_dim, seeded_linear
 
 
-@register
+@METHODS.register("fedclip")
 class FedCLIP(Method):
-    name = "fedclip"
     shared = ("*",)
     # The reference recreates Adam every round (reset_optimizer).
     train_defaults = {"optimizer": "adam", "lr": 5e-5, "adam_betas": [0.9, 0.98], "adam_eps": 1e-6,

@@ -1,10 +1,9 @@
 """Federated LoRA: both LoRA factors averaged across clients (the fully shared baseline of FedVLM)."""
 
-from hpcfed.methods.base import register
+from hpcfed.methods.base import METHODS
 from hpcfed.methods.lora import LoRA
 
 
-@register
+@METHODS.register("fedlora")
 class FedLoRA(LoRA):
-    name = "fedlora"
     shared = ("*",)

@@ -1,10 +1,9 @@
 """FedMMA: the MMA adapters of pFedMMA with every part averaged, the non-personalized control."""
 
-from hpcfed.methods.base import register
+from hpcfed.methods.base import METHODS
 from hpcfed.methods.mma import MMA
 
 
-@register
+@METHODS.register("fedmma")
 class FedMMA(MMA):
-    name = "fedmma"
     shared = ("*",)

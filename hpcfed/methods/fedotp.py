@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcfed.errors import ConfigError
-from hpcfed.methods.base import register
+from hpcfed.methods.base import METHODS
 from hpcfed.methods.prompt import Prompt
 from hpcfed.methods.prompt_sets import prompt_set_features
+from hpcfed.options import option
 
 
 @torch.no_grad()
@@ -66,31 +67,19 @@ def patch_features(clip: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(tokens @ visual.proj, dim=-1)
 
 
-@register
+@METHODS.register("fedotp")
 class FedOTP(Prompt):
-    name = "fedotp"
     shared = ("ctx_global",)
     image_tokens = True  # optimal transport over patch tokens
     train_defaults = {"optimizer": "sgd", "lr": 0.001}
 
     @dataclass
     class Options(Prompt.Options):
-        eps: float = 0.01  # entropic regularization (few-shot script; 0.1 is the code default)
-        top_percent: float = 0.8  # mass carried to the prompts
-        thresh: float = 1e-3
-        max_iter: int = 100
-
-    @classmethod
-    def check_options(cls, options: dict, given: set[str]) -> None:
-        super().check_options(options, given)
-        for key, fix in (("eps", "use e.g. 0.01"), ("thresh", "use e.g. 1e-3")):
-            if options[key] <= 0:
-                raise ConfigError(f"method.{key}", f"must be positive, got {options[key]}", fix)
-        if not 0 < options["top_percent"] <= 1:
-            raise ConfigError("method.top_percent", f"must lie in (0, 1], got {options['top_percent']}",
-                              "use e.g. 0.8")
-        if options["max_iter"] < 1:
-            raise ConfigError("method.max_iter", f"must be >= 1, got {options['max_iter']}", "use e.g. 100")
+        # entropic regularization (few-shot script; 0.1 is the code default)
+        eps: float = option(0.01, gt=0, fix="use e.g. 0.01")
+        top_percent: float = option(0.8, gt=0, le=1, fix="use e.g. 0.8")  # mass carried to the prompts
+        thresh: float = option(1e-3, gt=0, fix="use e.g. 1e-3")
+        max_iter: int = option(100, ge=1, fix="use e.g. 100")
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         if getattr(clip.visual, "proj", None) is None or not hasattr(clip.visual, "output_tokens"):

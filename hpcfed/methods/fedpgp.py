@@ -12,38 +12,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcfed.errors import ConfigError
-from hpcfed.methods.base import register
+from hpcfed.methods.base import METHODS
 from hpcfed.methods.prompt import Prompt
 from hpcfed.methods.prompt_sets import FrozenCache, prompt_set_features
+from hpcfed.options import option
 
 
-@register
+@METHODS.register("fedpgp")
 class FedPGP(Prompt):
-    name = "fedpgp"
     shared = ("sigma",)
     train_defaults = {"optimizer": "sgd", "lr": 0.001}
 
     @dataclass
     class Options(Prompt.Options):
-        bottleneck: int = 8  # b: rank of U V (8 in the official scripts)
-        mu: float = 0.5  # weight of the contrastive term (0.5 in the scripts)
-        temperature: float = 0.5  # tau of the InfoNCE
+        bottleneck: int = option(8, ge=1, fix="use e.g. 8")  # b: rank of U V (8 in the official scripts)
+        mu: float = option(0.5, ge=0, fix="use e.g. 0.5")  # weight of the contrastive term (0.5 in the scripts)
+        temperature: float = option(0.5, gt=0, fix="use e.g. 0.5")  # tau of the InfoNCE
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
         self.anchor = FrozenCache()
-
-    @classmethod
-    def check_options(cls, options: dict, given: set[str]) -> None:
-        super().check_options(options, given)
-        if options["bottleneck"] < 1:
-            raise ConfigError("method.bottleneck", f"must be >= 1, got {options['bottleneck']}", "use e.g. 8")
-        if options["mu"] < 0:
-            raise ConfigError("method.mu", f"must be >= 0, got {options['mu']}", "use e.g. 0.5")
-        if options["temperature"] <= 0:
-            raise ConfigError("method.temperature", f"must be positive, got {options['temperature']}",
-                              "use e.g. 0.5")
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         o, width = self.options, clip.token_embedding.weight.shape[1]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hpcfed.errors import ConfigError
-from hpcfed.methods.base import Method, register
+from hpcfed.methods.base import METHODS, Method
 from hpcfed.methods.lora import LoRA
 from hpcfed.methods.mma import MMA
 from hpcfed.methods.prompt import Prompt
@@ -65,13 +65,11 @@ class FamilyMethod(Method):
         return self.family.logits(clip, images, text_features)
 
 
-@register
+@METHODS.register("local")
 class Local(FamilyMethod):
-    name = "local"
     shared = ()
 
 
-@register
+@METHODS.register("fedavg")
 class FedAvg(FamilyMethod):
-    name = "fedavg"
     shared = ("*",)

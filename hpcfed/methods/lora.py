@@ -12,6 +12,7 @@ from torch import nn
 
 from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
+from hpcfed.options import option
 
 TARGETS = ("q", "k", "v", "o")
 
@@ -62,14 +63,12 @@ class LoRA(Method):
 
     @dataclass
     class Options:
-        rank: int = 2
+        rank: int = option(2, ge=1, fix="use e.g. 2 or 8")
         lora_alpha: float = 1.0  # scaling alpha / r (CLIP-LoRA's choice, methods.md §2.3)
         targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     @classmethod
     def check_options(cls, options: dict, given: set[str]) -> None:
-        if options["rank"] < 1:
-            raise ConfigError("method.rank", f"must be >= 1, got {options['rank']}", "use e.g. 2 or 8")
         bad = [t for t in options["targets"] if t not in TARGETS]
         if bad or not options["targets"]:
             raise ConfigError("method.targets", f"unknown or empty LoRA targets {options['targets']}",

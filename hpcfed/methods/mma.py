@@ -14,6 +14,7 @@ from torch import nn
 
 from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
+from hpcfed.options import option
 
 
 class GradScale(torch.autograd.Function):
@@ -77,20 +78,10 @@ class MMA(Method):
 
     @dataclass
     class Options:
-        adapter_dim: int = 32
-        adapter_start: int | None = None  # 1-based first adapted block; null: 5 of 12, same fraction otherwise
-        alpha: float = 0.001
-
-    @classmethod
-    def check_options(cls, options: dict, given: set[str]) -> None:
-        if options["adapter_dim"] < 1:
-            raise ConfigError("method.adapter_dim", f"must be >= 1, got {options['adapter_dim']}", "use e.g. 32")
-        if options["alpha"] <= 0:
-            raise ConfigError("method.alpha", f"must be positive, got {options['alpha']}", "use e.g. 0.001")
-        start = options["adapter_start"]
-        if start is not None and start < 1:
-            raise ConfigError("method.adapter_start", f"must be >= 1 (1-based block index), got {start}",
-                              "use e.g. 5 for blocks 5..12 of a 12-block tower")
+        adapter_dim: int = option(32, ge=1, fix="use e.g. 32")
+        # 1-based first adapted block; null: 5 of 12, the same fraction of a shallower tower
+        adapter_start: int | None = option(None, ge=1, fix="use e.g. 5 for blocks 5..12 of a 12-block tower")
+        alpha: float = option(0.001, gt=0, fix="use e.g. 0.001")
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         o = self.options

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcfed.errors import ConfigError
-from hpcfed.methods.base import register
+from hpcfed.methods.base import METHODS
 from hpcfed.methods.prompt import Prompt
 from hpcfed.methods.prompt_sets import FrozenCache, embed_dim, prompt_set_features, seeded_linear
+from hpcfed.options import option
 
 
 class AttentionGate(nn.Module):
@@ -56,22 +57,22 @@ class AttentionGate(nn.Module):
         return self.o(torch.einsum("bchk,kche->bche", weights, values).reshape(b, c, g))
 
 
-@register
+@METHODS.register("pfedmoap")
 class PFedMoAP(Prompt):
-    name = "pfedmoap"
     shared = ("params.prompt",)
     published = ("params.prompt",)
     train_defaults = {"optimizer": "sgd", "lr": 0.002}
 
     @dataclass
     class Options(Prompt.Options):
-        n_experts: int = 10  # K, the local prompt included
-        gating_dim: int = 128
-        heads: int = 8
-        scaling: float = 10.0
-        dropout: float = 0.1
+        n_experts: int = option(10, ge=1, fix="use e.g. 10")  # K, the local prompt included
+        gating_dim: int = option(128, ge=1, fix="use e.g. gating_dim 128 with 8 heads")
+        heads: int = option(8, ge=1, fix="use e.g. 8 heads with gating_dim 128")
+        scaling: float = option(10.0, gt=0, fix="keep the default")
+        dropout: float = option(0.1, ge=0, lt=1, fix="use e.g. 0.1")
         lam: float = 0.5  # weight of the local prompt's plain CLIP logits
-        gating_lr_ratio: float = 5.0  # gating lr / prompt lr (0.01 / 0.002), see the module docstring
+        # gating lr / prompt lr (0.01 / 0.002), see the module docstring
+        gating_lr_ratio: float = option(5.0, gt=0, fix="keep the default")
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
@@ -80,16 +81,9 @@ class PFedMoAP(Prompt):
     @classmethod
     def check_options(cls, options: dict, given: set[str]) -> None:
         super().check_options(options, given)
-        if options["n_experts"] < 1:
-            raise ConfigError("method.n_experts", f"must be >= 1, got {options['n_experts']}", "use e.g. 10")
-        if options["gating_dim"] < 1 or options["heads"] < 1 or options["gating_dim"] % options["heads"]:
-            raise ConfigError("method.gating_dim", f"{options['gating_dim']} must be a positive multiple of "
+        if options["gating_dim"] % options["heads"]:
+            raise ConfigError("method.gating_dim", f"{options['gating_dim']} must be a multiple of "
                               f"heads ({options['heads']})", "use e.g. gating_dim 128 with 8 heads")
-        if not 0 <= options["dropout"] < 1:
-            raise ConfigError("method.dropout", f"must lie in [0, 1), got {options['dropout']}", "use e.g. 0.1")
-        for key in ("scaling", "gating_lr_ratio"):
-            if options[key] <= 0:
-                raise ConfigError(f"method.{key}", f"must be positive, got {options[key]}", "keep the default")
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         o, width, d = self.options, clip.token_embedding.weight.shape[1], embed_dim(clip)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from hpcfed.errors import ConfigError
 from hpcfed.methods.base import Method
+from hpcfed.options import option
 
 
 def encode_text_from_embeddings(clip: nn.Module, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -39,15 +39,8 @@ class Prompt(Method):
 
     @dataclass
     class Options:
-        n_ctx: int = 16
-        ctx_std: float = 0.02  # init N(0, std^2), as CoOp
-
-    @classmethod
-    def check_options(cls, options: dict, given: set[str]) -> None:
-        if not 1 <= options["n_ctx"] <= 64:
-            raise ConfigError("method.n_ctx", f"must lie in [1, 64], got {options['n_ctx']}", "use e.g. 16 (CoOp)")
-        if options["ctx_std"] <= 0:
-            raise ConfigError("method.ctx_std", f"must be positive, got {options['ctx_std']}", "use e.g. 0.02")
+        n_ctx: int = option(16, ge=1, le=64, fix="use e.g. 16 (CoOp)")
+        ctx_std: float = option(0.02, gt=0, fix="use e.g. 0.02")  # init N(0, std^2), as CoOp
 
     def attach(self, clip: nn.Module, generator: torch.Generator) -> nn.Module:
         width = clip.token_embedding.weight.shape[1]

@@ -1,8 +1,8 @@
 """CLIP zero-shot: the frozen backbone and the dataset's prompt template; no training, no communication."""
 
-from hpcfed.methods.base import Method, register
+from hpcfed.methods.base import METHODS, Method
 
 
-@register
+@METHODS.register("zeroshot")
 class ZeroShot(Method):
-    name = "zeroshot"
+    """Adds nothing: every hook is the base class's."""

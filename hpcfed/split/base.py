@@ -1,4 +1,5 @@
-"""What every partitioner shares: the result types, the error, and the candidates a partitioner hands out."""
+"""What every partitioner shares: the `partition:` section of a config, the result types, and the candidates a
+partitioner hands out."""
 
 from __future__ import annotations
 
@@ -6,9 +7,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpcfed.config import PartitionConfig
+from hpcfed.options import option
 
 TRAIN, VAL, TEST = 0, 1, 2  # values of Listing.subset
+
+
+@dataclass
+class PartitionConfig:
+    """The `partition:` section of a run config."""
+
+    scheme: str = "domain_dirichlet"  # a name in hpcfed.split.PARTITIONERS
+    # Dirichlet concentration (label shift; the superclass draw of superclass_dirichlet)
+    beta: float = option(0.5, gt=0, fix="use e.g. beta: 0.5 (smaller = more skew)")
+    # domain, domain_dirichlet: clients per domain; 0: spread the clients over the domains by size
+    clients_per_domain: int = option(1, ge=0, fix="give clients per domain, or 0 to spread the clients over the "
+                                     "domains by size")
+    # share of a client's data (no official split) or of its train (no official val)
+    val_fraction: float = option(0.1, ge=0, lt=1, fix="keep val_fraction + test_fraction below 1, e.g. 0.1 and 0.3")
+    # share of a client's data when the dataset has no official test split
+    test_fraction: float = option(0.3, gt=0, lt=1, fix="keep val_fraction + test_fraction below 1, e.g. 0.1 and 0.3")
+    min_samples: int = option(2, ge=1, fix="set it to >= 1")  # smallest train set a client may get
+    classes_per_client: int = option(2, ge=1, fix="use e.g. classes_per_client: 2")  # pathological: k per client
+    # k training images per class (CoOp few-shot); 0: every training image
+    shots: int = option(0, ge=0, fix="use e.g. shots: 16 for 16 training images per class, or 0 for all of them")
+    base_novel: bool = False  # train on the base half of the classes, test also on Base and Novel (methods.md 1.6a)
+    # superclass_dirichlet: Dirichlet concentration over the classes of a superclass
+    fine_alpha: float = option(10.0, gt=0, fix="use e.g. fine_alpha: 10 (the CIFAR-100 protocol)")
+    # superclass_dirichlet: samples per client from pooled train+test
+    samples_per_client: int = option(600, ge=1, fix="use e.g. samples_per_client: 600 (the CIFAR-100 protocol)")
 
 
 

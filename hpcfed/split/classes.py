@@ -8,9 +8,8 @@ import random
 
 import numpy as np
 
-from hpcfed.config import PartitionConfig
 from hpcfed.errors import SplitError
-from hpcfed.split.base import TEST, TRAIN, VAL
+from hpcfed.split.base import TEST, TRAIN, VAL, PartitionConfig
 
 # §1.6a: the reference code shuffles the class list after `random.seed(2023)`, whatever the run's seed.
 PFEDMMA_CLASS_SEED = 2023

@@ -7,12 +7,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hpcfed.config import PartitionConfig
 from hpcfed.errors import SplitError
-from hpcfed.split.base import Candidates
+from hpcfed.registry import Registry
+from hpcfed.split.base import Candidates, PartitionConfig
 from hpcfed.split.classes import disjoint_class_chunks
 
 Pools = list[tuple[np.ndarray, int]]
+Partitioner = Callable[[Candidates, PartitionConfig, int, np.random.Generator], Pools]
+# `@PARTITIONERS.register("name")` above a partitioner makes it `partition.scheme: name` in configs.
+PARTITIONERS: Registry[Partitioner] = Registry("partition scheme", "partition.scheme")
 # §1.6b, CIFAR-10 `noniid-labeldir`: a draw is kept only when every client has 10 training samples.
 LABELDIR_MIN_SIZE = 10
 
@@ -56,11 +59,13 @@ def _dirichlet_pools(cand: Candidates, members: np.ndarray, n_pools: int, beta: 
                      f"samples and a test sample; raise partition.beta or lower partition.min_samples")
 
 
+@PARTITIONERS.register("iid")
 def iid(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """No shift: a random near-equal share of every stratum per client."""
     return [(p, -1) for p in _even_pools(cand, cand.members, n_clients, rng)]
 
 
+@PARTITIONERS.register("dirichlet")
 def dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """Label shift by Dirichlet(beta) with the min_samples rule (with an official split: as label_dirichlet)."""
     pools = _dirichlet_pools(cand, cand.members, n_clients, cfg.beta, cand.train_minimum(cfg, cfg.min_samples), rng,
@@ -68,6 +73,7 @@ def dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.ra
     return [(p, -1) for p in pools]
 
 
+@PARTITIONERS.register("label_dirichlet")
 def label_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """§1.6b CIFAR-10: per-class Dirichlet(beta) shares split the official train AND test sets; 10 samples min."""
     at_least = max(cfg.min_samples, LABELDIR_MIN_SIZE)
@@ -108,11 +114,13 @@ def _per_domain(cand: Candidates, cfg: PartitionConfig, n_clients: int,
     return out
 
 
+@PARTITIONERS.register("domain")
 def domain(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """Feature shift only: the samples of each domain dealt out iid to its clients."""
     return _per_domain(cand, cfg, n_clients, lambda m, _, k: _even_pools(cand, m, k, rng))
 
 
+@PARTITIONERS.register("domain_dirichlet")
 def domain_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """Feature + label shift (§1.6c, FedBN-style): Dirichlet(beta) label shift inside each domain."""
     minimum = cand.train_minimum(cfg, cfg.min_samples)
@@ -120,6 +128,7 @@ def domain_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng
         cand, m, k, cfg.beta, minimum, rng, f"domain {name}"))
 
 
+@PARTITIONERS.register("pathological")
 def pathological(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """k classes per client (McMahan-style pathological non-IID): a shuffled class cycle gives client i the k
     classes at positions i*k .. i*k+k-1, so a client never holds a class twice; each class is dealt out evenly
@@ -141,6 +150,7 @@ def pathological(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np
     return [(p, -1) for p in _join(parts)]
 
 
+@PARTITIONERS.register("disjoint_classes")
 def disjoint_classes(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """pFedMMA (§1.6a): disjoint class chunks from the fixed seed-2023 shuffle; a client gets every candidate of
     its classes (all k shots for training, all test images for its Local test)."""
@@ -148,6 +158,7 @@ def disjoint_classes(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng
     return [(cand.members[np.isin(cand.labels[cand.members], chunk)], -1) for chunk in chunks]
 
 
+@PARTITIONERS.register("superclass_dirichlet")
 def superclass_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """§1.6b CIFAR-100 (pachinko-style): train and test pooled; each client draws samples_per_client samples from
     a coarse Dirichlet(beta) over superclasses times a fine Dirichlet(fine_alpha) inside each superclass,
@@ -209,15 +220,5 @@ def _coarse_map(cand: Candidates) -> np.ndarray:
     return coarse
 
 
-PARTITIONERS: dict[str, Callable[[Candidates, PartitionConfig, int, np.random.Generator], Pools]] = {
-    "iid": iid,
-    "dirichlet": dirichlet,
-    "label_dirichlet": label_dirichlet,
-    "domain": domain,
-    "domain_dirichlet": domain_dirichlet,
-    "pathological": pathological,
-    "disjoint_classes": disjoint_classes,
-    "superclass_dirichlet": superclass_dirichlet,
-}
 # Schemes defined by a global train/test split: a listing without an official one gets a seeded cut first.
 NEEDS_SUBSET = frozenset({"label_dirichlet"})

@@ -5,15 +5,14 @@ import sys
 import time
 
 from hpcfed.cli import main
-from hpcfed.methods import register
+from hpcfed.methods import METHODS
 from hpcfed.methods.pfedmma import PFedMMA
 
 
-@register
+@METHODS.register("fails_in_round_one")
 class FailsInRoundOne(PFedMMA):
     """Raises on rank 2 when one of its clients starts training for the second time (round 1)."""
 
-    name = "fails_in_round_one"
     seen: set[int] = set()
 
     def before_local_training(self, client, published, known, rng):
