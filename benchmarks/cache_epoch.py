@@ -26,11 +26,10 @@ VIEWS = 4
 def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, reference: bool = False) -> dict:
     from hpcfed.config import load_config
     from hpcfed.data import load_listing
-    from hpcfed.extract.stage import prepare_cache, use_cache
-    from hpcfed.split.stage import prepare_splits
+    from hpcfed.extract.stage import prepare_cache
+    from hpcfed.runtime import init_runtime
     from hpcfed.train import client as client_module
-    from hpcfed.train.loop import build_host
-    from hpcfed.train.runtime import init_runtime
+    from hpcfed.train.setup import build_host, prepare_splits
 
     tree = {**overrides, "method": f"{{name: {method}}}", "clients": 1, "partition.scheme": "iid", "partition.shots": 0,
             "train.batch_size": batch, "train.local_epochs": 1, "output": str(out / f"{method}.h5"),
@@ -47,7 +46,7 @@ def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, refe
     t = time.perf_counter()
     path, cut = prepare_cache(cfg, rt, hosts["cache"], listing, splits, overwrite=True)
     extract_s = time.perf_counter() - t
-    use_cache(hosts["cache"], path, cut)
+    hosts["cache"].use_feature_cache(path, cut)
     if reference:
         # The reference pattern, for this benchmark only: no decoded-image memory, the untrimmed text context.
         trim, client_module.trim_text_context = client_module.trim_text_context, lambda clip, token_sets: None

@@ -132,7 +132,7 @@ def make_splits(w: Workload, path: Path) -> Path:
     """The splits of a workload, made once, untimed, in the file both sides read them from (`hpcfed split`)."""
     from hpcfed.config import load_config
     from hpcfed.data import load_listing
-    from hpcfed.split.stage import prepare_splits
+    from hpcfed.train.setup import prepare_splits
 
     cfg = load_config(ROOT / CONFIG, [*w.all_overrides(), f"output={path}"])
     prepare_splits(cfg, load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file),

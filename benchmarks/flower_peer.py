@@ -1,9 +1,9 @@
 """hpcfed's pFedMMA clients under Flower's simulation engine (Ray backend): the Flower side of benchmarks/flower.py.
 
 Flower virtual client i *is* hpcfed client i: the same ClientHost code (hpcfed/train/client.py), built in-process
-without MPI exactly as hpcfed.train.loop.build_host builds it, trained with the same `host.train(client, round)`,
+without MPI exactly as hpcfed.train.setup.build_host builds it, trained with the same `host.train(client, round)`,
 uploading only `host.shared_contribution()` with its train-set size as weight. The server is Flower's stock FedAvg
-(sum of w_i / sum(w) * theta_i in float64), the float32 cast on arrival is hpcfed's `set_global`.
+(sum of w_i / sum(w) * theta_i in float64), the float32 cast on arrival as in hpcfed's `weighted_average`.
 
 Personal state (the personal adapter weights, the optimizer's momentum, the data-order RNG) lives in Flower's
 `Context.state`, the per-node RecordDict that survives across rounds (Flower ships it to whichever actor runs the
@@ -57,8 +57,7 @@ class Peer:
 
         from hpcfed.config import load_config
         from hpcfed.data import load_listing
-        from hpcfed.split.stage import prepare_splits
-        from hpcfed.train.loop import build_host
+        from hpcfed.train.setup import build_host, prepare_splits
 
         torch.set_num_threads(1)  # as hpcfed's runtime.threads: one thread per worker
         # output= the split file: prepare_splits reuses its splits (and refuses them if they do not match the config).

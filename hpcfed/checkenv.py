@@ -121,7 +121,7 @@ def check_ranks(cfg, world_size: int) -> Check:
 
 
 def _device_for(client_index: int, is_server: bool, requested: str, gpus: int) -> str:
-    """The choice of hpcfed.train.runtime.bind_device, without binding anything."""
+    """The choice of hpcfed.runtime.bind_device, without binding anything."""
     if is_server or requested == "cpu" or gpus == 0:
         return "cpu"
     return f"cuda:{client_index % gpus}"
@@ -194,7 +194,7 @@ def load(config_path: str, overrides: list[str]):
 
 def check_model_weights(cfg) -> Check:
     from hpcfed.errors import ConfigError
-    from hpcfed.models import _cached_weight, check_model
+    from hpcfed.models import check_model, weights_file
 
     name, pretrained = cfg.model.name, cfg.model.pretrained
     try:
@@ -203,9 +203,7 @@ def check_model_weights(cfg) -> Check:
         return _config_failure("model", e)
     if pretrained is None:
         return Check("model", OK, f"{name}, random init")
-    if Path(pretrained).expanduser().is_file():
-        return Check("model", OK, f"{name}, checkpoint {pretrained}")
-    return Check("model", OK, f"{name}/{pretrained} from the local cache: {_cached_weight(name, pretrained)}")
+    return Check("model", OK, f"{name}, weights {pretrained} from {weights_file(name, pretrained)}")
 
 
 def check_hub_offline() -> Check:

@@ -9,7 +9,7 @@ import click
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from hpcfed.train.runtime import world_rank_from_env
+    from hpcfed.runtime import world_rank_from_env
 
     # Every rank parses the config; only one of them should print the same message.
     if world_rank_from_env() in (None, 0):
@@ -56,16 +56,15 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
     partition settings, client count and seed) and refuses a run file whose splits do not match.
     """
     cfg = _load(config, overrides)
-    from hpcfed.data import load_listing
-    from hpcfed.errors import DataError, RunFileExists, SplitError
+    from hpcfed.errors import UserError
     from hpcfed.results import open_run
-    from hpcfed.split.stage import prepare_splits
+    from hpcfed.train.setup import prepare_splits, read_listing
 
     try:
-        listing = load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
+        listing = read_listing(cfg)
         prepared = prepare_splits(cfg, listing, overwrite)
         splits, listing = prepared.splits, listing.without(prepared.unreadable)
-    except (DataError, SplitError, RunFileExists) as e:
+    except UserError as e:
         _fail(str(e))
     click.echo(f"{'reused' if prepared.reused else 'wrote'} splits of {len(splits.clients)} clients ({splits.scheme}, "
                f"seed {splits.seed}, listing {splits.listing_digest}) in {cfg.output_path}")
@@ -146,12 +145,12 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
     if overwrite and resume != "never":
         _fail("--overwrite starts the run again and --resume continues it: pass only one of them")
-    from hpcfed.train.signals import StopRequest
+    from hpcfed.runtime import StopRequest
 
     stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
     cfg = _load(config, overrides)
+    from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.loop import run
-    from hpcfed.train.runtime import abort_on_error, init_runtime
     from hpcfed.train.summary import print_client_table
 
     rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval, cfg.runtime.cuda_aware_mpi)
@@ -178,12 +177,12 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cfg = _load(config, overrides + ((f"train.augment_views={views}",) if views is not None else ()))
-    from hpcfed.extract.stage import run_extract
-    from hpcfed.train.runtime import abort_on_error, init_runtime
+    from hpcfed.runtime import abort_on_error, init_runtime
+    from hpcfed.train.setup import extract_only
 
     rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
     with abort_on_error(rt.world):
-        path = run_extract(cfg, rt, overwrite)
+        path = extract_only(cfg, rt, overwrite)
         if rt.is_server:
             click.echo(f"cache: {path}  (train with -o extract.enabled=true"
                        f"{f' -o train.augment_views={cfg.train.augment_views}' if cfg.train.augment_views else ''})")

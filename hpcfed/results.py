@@ -145,12 +145,17 @@ def _rewrite(path: Path) -> None:
 
 
 class RunWriter:
-    """Adds the training datasets to a run file made by `create_split_file`, then turns on SWMR."""
+    """Rank 0's handle on a run file in SWMR mode: `create` adds the training datasets to a file made by
+    `create_split_file`, `reopen` continues one after a checkpoint."""
 
-    def __init__(self, path: Path, *, config_yaml: str, config_hash: str, env: dict, n_clients: int, rounds: int,
-                 n_ranks: int, n_domains: int, replace: bool = False):
-        self.path, self.rounds = Path(path), rounds
-        f = self.file = h5py.File(path, "r+", libver="latest")
+    def __init__(self, path: Path, file: h5py.File):
+        self.path, self.file = Path(path), file
+        self.rounds = file["metrics/global/mean_test_accuracy"].shape[0]
+
+    @classmethod
+    def create(cls, path: Path, *, config_yaml: str, config_hash: str, env: dict, n_clients: int, rounds: int,
+               n_ranks: int, n_domains: int, replace: bool = False) -> RunWriter:
+        f = h5py.File(path, "r+", libver="latest")
         if "metrics" in f and not replace:
             f.close()
             raise RunFileExists(f"run file {path} already holds training results; continue it with --resume auto, "
@@ -194,18 +199,17 @@ class RunWriter:
         f["status"][()] = "running"
         f.swmr_mode = True
         f.flush()
+        return cls(path, f)
+
     @classmethod
-    def resume(cls, path: Path, rows: int, world_size: int) -> RunWriter:
+    def reopen(cls, path: Path, rows: int, world_size: int) -> RunWriter:
         """Reopen a run file to continue after a checkpoint of `rows` rounds: later rows are dropped (NaN), since
         the rounds after the checkpoint will be run again."""
-        self = cls.__new__(cls)
-        self.path = Path(path)
-        _rewrite(self.path)
-        f = self.file = h5py.File(path, "r+", libver="latest")
+        _rewrite(Path(path))
+        f = h5py.File(path, "r+", libver="latest")
         if "metrics" not in f:
             f.close()
             raise RunFileExists(f"run file {path} holds no training results to resume; start with --resume never")
-        self.rounds = f["metrics/global/mean_test_accuracy"].shape[0]
         for group in ("metrics/client", "metrics/global", "timing"):
             for name in f[group]:
                 f[f"{group}/{name}"][rows:] = np.nan
@@ -222,7 +226,7 @@ class RunWriter:
         status[()] = "running"
         f.swmr_mode = True
         f.flush()
-        return self
+        return cls(path, f)
 
     def write_round(self, r: int, client: dict[str, np.ndarray], global_: dict[str, float],
                     timing: dict[str, np.ndarray], comm: dict[str, np.ndarray]) -> None:
@@ -273,11 +277,3 @@ class RunWriter:
 def open_run(path: str | Path) -> h5py.File:
     """Open a run file for reading, also while its job is still writing it."""
     return h5py.File(path, "r", libver="latest", swmr=True)
-
-
-def tidy(path: str | Path):
-    """Per-client metrics of a run file as a pandas DataFrame, one row per round x client x metric
-    (columns run, dataset, method, seed, round, client, metric, value); more in hpcfed.report.frames."""
-    from hpcfed.report.frames import client_metrics
-
-    return client_metrics(path)

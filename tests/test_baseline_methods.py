@@ -266,8 +266,8 @@ def test_two_rounds_under_mpi_account_the_declared_floats(mpi_runs, name):
 
 if __name__ == "__main__":  # under mpiexec (mpi_runs): train every config given, in order, in one MPI job
     from hpcfed.config import load_config
+    from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.loop import run
-    from hpcfed.train.runtime import abort_on_error, init_runtime
 
     rt = init_runtime(threads=1)
     with abort_on_error(rt.world):

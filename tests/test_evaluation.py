@@ -10,7 +10,7 @@ from hpcfed.config import parse_config
 from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.metrics import harmonic_mean
 from hpcfed.split import make_splits
-from hpcfed.train.loop import build_host
+from hpcfed.train.setup import build_host
 
 from conftest import HPCFED, make_image_tree, run_mpi, write_config
 

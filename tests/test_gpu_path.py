@@ -12,7 +12,7 @@ import torch
 from hpcfed.config import parse_config
 from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.split import make_splits
-from hpcfed.train.loop import build_host
+from hpcfed.train.setup import build_host
 
 from conftest import HPCFED, run_mpi, write_config
 

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from hpcfed.cli import main
-from hpcfed.results import open_run, tidy
+from hpcfed.report import tidy
+from hpcfed.results import open_run
 
 from conftest import HPCFED, REPO, run_mpi, write_config
 

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcfed.rng import Stream, generator, sample_clients
-from hpcfed.train.runtime import place_clients, world_rank_from_env
+from hpcfed.runtime import place_clients, world_rank_from_env
 
 
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=60), st.integers(1, 12))

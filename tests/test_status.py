@@ -14,7 +14,7 @@ from hpcfed.config import load_config
 from hpcfed.data import load_listing
 from hpcfed.metrics import format_duration, harmonic_mean
 from hpcfed.results import RunWriter
-from hpcfed.split.stage import prepare_splits
+from hpcfed.train.setup import prepare_splits
 
 from conftest import write_config
 
@@ -31,8 +31,8 @@ def cfg(tmp_path, image_tree):
 
 
 def start_training(cfg) -> RunWriter:
-    return RunWriter(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env={},
-                     n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=2, n_domains=2)
+    return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env={},
+                            n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=2, n_domains=2)
 
 
 def write_round(writer: RunWriter, cfg, r: int, **client_values: float) -> None:

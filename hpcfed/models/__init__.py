@@ -38,7 +38,7 @@ def known_models() -> list[str]:
     return open_clip.list_models()
 
 
-def _cached_weight(name: str, tag: str) -> str | None:
+def cached_weight(name: str, tag: str) -> str | None:
     """The local file open_clip would load for (name, tag), or None when it is not in the local cache."""
     import open_clip
     from huggingface_hub import try_to_load_from_cache
@@ -60,6 +60,15 @@ def _cached_weight(name: str, tag: str) -> str | None:
     return None
 
 
+def weights_file(name: str, pretrained: str | None) -> Path | None:
+    """The file the weights of (name, pretrained) are read from: a checkpoint (a path or one shipped with hpcfed),
+    the open_clip cache entry of a tag, or None for random init or a tag that is not cached."""
+    if pretrained is None:
+        return None
+    found = local_weights(pretrained) or cached_weight(name, pretrained)
+    return Path(found) if found else None
+
+
 def check_model(name: str, pretrained: str | None) -> None:
     """Fail at once, before any launch work, when the architecture or its weights are not available here."""
     import open_clip
@@ -75,7 +84,7 @@ def check_model(name: str, pretrained: str | None) -> None:
         raise ConfigError("model.pretrained", f"{pretrained!r} is neither a file nor an open_clip tag of {name}",
                           f"give a checkpoint path, the name of a file in {WEIGHTS_DIR}, null for random init, "
                           f"or one of {tags or ['(no tags)']}")
-    if _cached_weight(name, pretrained) is None:
+    if cached_weight(name, pretrained) is None:
         raise ConfigError("model.pretrained", f"weights {name}/{pretrained} are not in the local cache (compute "
                           "nodes have no network)",
                           f"on a login node with network run: python -c \"import open_clip; "

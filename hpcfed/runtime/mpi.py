@@ -15,6 +15,10 @@ import numpy as np
 from hpcfed.errors import UserError
 
 SERVER = 0
+# The first client rank speaks for all of them where one must: it tells the server the buffer sizes, writes the
+# global shared state into checkpoints and describes the feature cache. Every client rank holds the same
+# global state after the Allreduce, so any would do; a job of one rank (`hpcfed extract`) uses the server.
+REFERENCE_CLIENT_RANK = 1
 FAILURE_TAG = 77  # a client rank's traceback, sent to the server before the job is aborted
 
 
@@ -57,6 +61,14 @@ class Runtime:
     @property
     def is_server(self) -> bool:
         return self.rank == SERVER
+
+    @property
+    def reference_rank(self) -> int:
+        return REFERENCE_CLIENT_RANK if self.size > 1 else SERVER
+
+    @property
+    def is_reference(self) -> bool:
+        return self.rank == self.reference_rank
 
     def _wait(self, request) -> None:
         # A rank blocked inside MPI busy-polls; on an oversubscribed node it steals the core of a rank

@@ -1,7 +1,7 @@
 """Checkpoints at round boundaries, one file per client, so a run resumes on any number of ranks.
 
     <run>.ckpt/round-000012/manifest.json   round, results rows, config digest, sha256 of every file
-    <run>.ckpt/round-000012/global.pt       global shared state (+ published table), written by rank 1
+    <run>.ckpt/round-000012/global.pt       global shared state (+ published table), by the reference client rank
     <run>.ckpt/round-000012/client-00007.pt personal parameters, optimizer state, data RNG of client 7
 
 A checkpoint is written under `round-NNNNNN.tmp` and renamed only once the manifest is complete, so a crash
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hpcfed.errors import CheckpointError
-from hpcfed.train.runtime import SERVER, Runtime
+from hpcfed.runtime import SERVER, Runtime
 
 EXIT_CHECKPOINTED = 75  # sysexits EX_TEMPFAIL: stopped on a signal after checkpointing; requeue and resume
 
@@ -61,7 +61,7 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
         for index, state in host.client_states().items():
             name = f"client-{index:05d}.pt"
             files[name] = _save(state, tmp / name)
-        if rt.rank == 1:
+        if rt.is_reference:
             files["global.pt"] = _save(host.global_state(), tmp / "global.pt")
     gathered = rt.world.gather(files, root=SERVER)
     if rt.is_server:

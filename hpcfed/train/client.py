@@ -4,6 +4,7 @@ persistent virtual clients whose personal state is swapped in and out of those p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -94,6 +95,20 @@ class ClientHost:
                           torch.amp.GradScaler(device_type) if self.amp_dtype == torch.float16 else None)
             for index in my_clients
         }
+
+    def use_feature_cache(self, path: Path, cut) -> None:
+        """Read features from the cache at `path` instead of pixels: the image tower runs from the cut on, and the
+        text tower's frozen prefix is remembered per set of class prompts."""
+        from hpcfed.extract.cache import FeatureSource
+        from hpcfed.extract.prefix import CachedVisual, TextPrefixCache
+
+        held_out = [c.split.val for c in self.clients.values()] + [c.split.test for c in self.clients.values()]
+        held_out += [a for a in (self.splits.base_test, self.splits.novel_test) if a is not None]
+        train = [c.split.train for c in self.clients.values()]
+        empty = [np.zeros(0, np.int64)]
+        self.images = FeatureSource(path, np.concatenate(held_out + empty), np.concatenate(train + empty))
+        self.clip.visual = CachedVisual(self.clip.visual, cut)
+        self.clip.transformer = TextPrefixCache(self.clip.transformer, self.method.added)
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
@@ -218,13 +233,6 @@ class ClientHost:
             self.published, self.published_known = torch.zeros_like(fresh), torch.zeros(len(known), dtype=torch.bool)
         self.published[mask] = fresh[mask]
         self.published_known |= mask
-
-    def set_global(self, buffer: np.ndarray) -> None:
-        """Read the new global shared state from the summed buffer: sum(w_i * theta_i) / sum(w_i)."""
-        buffer = torch.as_tensor(buffer)  # numpy (host) or a device tensor (CUDA-aware MPI)
-        total = float(buffer[-1])
-        if total > 0:
-            self.global_shared = (buffer[:-1] / total).float().cpu()
 
     @torch.no_grad()
     def _accuracy(self, index: np.ndarray, task: Task) -> tuple[float, float]:

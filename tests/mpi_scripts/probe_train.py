@@ -10,8 +10,8 @@ import sys
 import torch
 
 from hpcfed.config import load_config
+from hpcfed.runtime import abort_on_error, init_runtime
 from hpcfed.train.loop import run
-from hpcfed.train.runtime import abort_on_error, init_runtime
 
 
 def digest(tensor) -> str:
