@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcfed.data import digits5 as d5
-from hpcfed.data import fetch
-from hpcfed.data import mnist_like as ml
+from hpcfed.builders import digits5 as d5
+from hpcfed.builders import fetch
+from hpcfed.builders import mnist_like as ml
 from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.data.registry import data_cache_dir
 from hpcfed.errors import DataError
@@ -420,11 +420,11 @@ def test_digits5_reader(digits_tree):
 
 
 def test_reader_of_unbuilt_tree_names_the_command(tmp_path):
-    with pytest.raises(DataError, match="python -m hpcfed.data.digits5"):
+    with pytest.raises(DataError, match="python -m hpcfed.builders.digits5"):
         d5.read_digits5(str(tmp_path / "nothing"), None, None)
-    with pytest.raises(DataError, match="python -m hpcfed.data.mnist_like fashion_mnist"):
+    with pytest.raises(DataError, match="python -m hpcfed.builders.mnist_like fashion_mnist"):
         ml.read_fashion_mnist(str(tmp_path / "nothing"), None, None)
-    with pytest.raises(DataError, match="python -m hpcfed.data.mnist_like animal_mnist"):
+    with pytest.raises(DataError, match="python -m hpcfed.builders.mnist_like animal_mnist"):
         ml.read_animal_mnist(str(tmp_path / "nothing"), None, None)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcfed.data import coarse_domains, openclipart, tuxpaint
+from hpcfed.builders import coarse_domains, openclipart, tuxpaint
 from hpcfed.errors import DataError
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 10 10">'

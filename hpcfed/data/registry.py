@@ -23,13 +23,13 @@ def data_cache_dir() -> Path:
 
 
 def _emoji_domains(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    from hpcfed.data.emoji_domains import STYLES
+    from hpcfed.builders.emoji_domains import STYLES
 
     base = Path(root).expanduser() if root else data_cache_dir() / "emoji_domains"
     if not (base / "classnames.txt").is_file():
         raise DataError(
             f"Emoji-Domains is not built at {base}; run 'make data' (or "
-            f"'python -m hpcfed.data.emoji_domains --out {base}') once on this machine"
+            f"'python -m hpcfed.builders.emoji_domains --out {base}') once on this machine"
         )
     unknown = [d for d in domains or [] if d not in STYLES]
     if unknown:
@@ -47,7 +47,7 @@ def _built_offline(module: str, reader: str) -> Callable[..., Listing]:
     """Readers of the set-up-built offline sets, imported only when such a dataset is used."""
 
     def read(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-        return getattr(importlib.import_module(f"hpcfed.data.{module}"), reader)(root, domains, class_names_file)
+        return getattr(importlib.import_module(f"hpcfed.builders.{module}"), reader)(root, domains, class_names_file)
 
     return read
 

@@ -40,9 +40,9 @@ def animal_eval_indices(n: int) -> np.ndarray:
 
 
 def eval_sets(which: list[str] | None = None) -> list[EvalSet]:
-    from hpcfed.data.emoji_domains import STYLES
+    from hpcfed.builders.emoji_domains import STYLES
+    from hpcfed.builders.tuxpaint import read_tuxpaint
     from hpcfed.data.registry import load_listing
-    from hpcfed.data.tuxpaint import read_tuxpaint
 
     out = []
     for style in STYLES:
@@ -53,7 +53,7 @@ def eval_sets(which: list[str] | None = None) -> list[EvalSet]:
     if not which or "tuxpaint" in which:
         out.append(_from_listing("tuxpaint", read_tuxpaint(None, None, None), None, PHOTO_TEMPLATES, art=False))
     if not which or "openclipart" in which:
-        from hpcfed.data.openclipart import read_openclipart
+        from hpcfed.builders.openclipart import read_openclipart
 
         lst = read_openclipart(None, None, None)
         out.append(_from_listing("openclipart", lst, None, EMOJI_TEMPLATES, art=True))
@@ -73,7 +73,7 @@ def load_pil(es: EvalSet) -> list:
     """RGB images on white (MNIST-like sets inverted to dark-on-white), at their stored size."""
     from PIL import Image, ImageOps
 
-    from hpcfed.data.emoji_domains import on_white
+    from hpcfed.builders.emoji_domains import on_white
 
     out = []
     for p in es.paths:

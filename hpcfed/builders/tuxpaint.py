@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     apt_download,
     building,
@@ -32,7 +32,7 @@ DEB = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 DOMAIN = "photo"
 SIZE = 224
-COMMAND = "python -m hpcfed.data.tuxpaint"
+COMMAND = "python -m hpcfed.builders.tuxpaint"
 
 # (class folder, prompt name, stamp sub-folders whose PNGs, recursively, belong to it)
 CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (

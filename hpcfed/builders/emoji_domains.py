@@ -9,7 +9,7 @@ committed: `build` fetches the pinned packages into `<out>/../downloads/` and re
     <out>/ATTRIBUTION.md                               sources, versions and licences
     <out>/.complete                                    JSON stamp, written last
 
-CLI: python -m hpcfed.data.emoji_domains --out DIR [--styles noto,twemoji] [--size 64]
+CLI: python -m hpcfed.builders.emoji_domains --out DIR [--styles noto,twemoji] [--size 64]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     STAMP,
     DebFetcher,
     NpmFetcher,
@@ -399,7 +399,7 @@ def write_attribution(
     lines = [
         "# Emoji-Domains-20: sources and licences",
         "",
-        "Built locally by `python -m hpcfed.data.emoji_domains`; do not redistribute or commit these images",
+        "Built locally by `python -m hpcfed.builders.emoji_domains`; do not redistribute or commit these images",
         "without honouring the terms below. CC-BY-4.0 needs attribution to the author; CC-BY-SA-4.0 also",
         "needs attribution, and any redistributed images (or images derived from them) must carry the same",
         "licence (share-alike). Apache-2.0 and MIT need their licence notice kept with redistributed copies.",
@@ -475,7 +475,7 @@ def check_counts(counts: dict[str, int]) -> None:
     if empty:
         raise DataError(
             f"style(s) {empty} produced no images: the package layout may have changed; "
-            "check the pinned versions in hpcfed/data/emoji_domains.py"
+            "check the pinned versions in hpcfed/builders/emoji_domains.py"
         )
 
 
@@ -528,7 +528,8 @@ def summary(out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcfed.data.emoji_domains", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hpcfed.builders.emoji_domains",
+                                     description=__doc__.splitlines()[0])
     default_out = default_root("emoji_domains")
     parser.add_argument("--out", type=Path, default=default_out, help=f"folder to build (default {default_out})")
     parser.add_argument("--styles", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")

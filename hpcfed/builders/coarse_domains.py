@@ -1,8 +1,8 @@
 """Photo / Clipart / Emoji / Line-art: a small DomainNet-like benchmark on 11 shared coarse classes.
 
-Built from already built trees (no download of its own): Tux Paint photos (`hpcfed.data.tuxpaint`, GPL-2,
-evaluation only), Openclipart (`hpcfed.data.openclipart`, public domain) and Emoji-Domains
-(`hpcfed.data.emoji_domains`: 'emoji' = Noto colour, 'lineart' = Fluent high-contrast). Images are copied into
+Built from already built trees (no download of its own): Tux Paint photos (`hpcfed.builders.tuxpaint`, GPL-2,
+evaluation only), Openclipart (`hpcfed.builders.openclipart`, public domain) and Emoji-Domains
+(`hpcfed.builders.emoji_domains`: 'emoji' = Noto colour, 'lineart' = Fluent high-contrast). Images are copied into
 <out>/<domain>/<class>/ so the tree reads like any ImageFolder. Domains whose source is not built are left out.
 """
 
@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     building,
     default_root,
     out_only_main,
@@ -25,7 +25,7 @@ from hpcfed.data.listing import Listing
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
-COMMAND = "python -m hpcfed.data.coarse_domains"
+COMMAND = "python -m hpcfed.builders.coarse_domains"
 # class folder, prompt name, Emoji-Domains class folder (emoji-datasource subcategory slug)
 CLASSES: tuple[tuple[str, str, str], ...] = (
     ("mammal", "mammal", "animal-mammal"),

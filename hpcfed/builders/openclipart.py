@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     apt_download,
     building,
@@ -35,7 +35,7 @@ DEB = "openclipart-svg"
 SVG_DIR = "usr/share/openclipart/svg"
 DOMAIN = "clipart"
 SIZE = 128
-COMMAND = "python -m hpcfed.data.openclipart"
+COMMAND = "python -m hpcfed.builders.openclipart"
 
 # (class folder, prompt name, svg folders; a trailing '/.' means that folder's own files only, not sub-folders)
 CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -94,8 +94,8 @@ def px_sizes(svg: str) -> str:
 
 
 def _render_text(job: tuple[str, int]) -> np.ndarray | None:
-    from hpcfed.data.emoji_domains import render_svg
-    from hpcfed.data.tuxpaint import square_on_white
+    from hpcfed.builders.emoji_domains import render_svg
+    from hpcfed.builders.tuxpaint import square_on_white
 
     text, size = job
     try:

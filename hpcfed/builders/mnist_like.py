@@ -7,9 +7,9 @@ trees, fetched into `<out>/../downloads/`:
 
     fashion_mnist/<split>/<class_folder>/<index>.png   split = train | test (the official split, kept as `subset`)
     animal_mnist/silhouette/<class_folder>/<index>.png
-    <out>/classnames.txt, ATTRIBUTION.md, .complete    as in every builder (see hpcfed.data.fetch)
+    <out>/classnames.txt, ATTRIBUTION.md, .complete    as in every builder (see hpcfed.builders.fetch)
 
-CLI: python -m hpcfed.data.mnist_like [fashion_mnist|animal_mnist] [--out DIR] [options]; no name builds both.
+CLI: python -m hpcfed.builders.mnist_like [fashion_mnist|animal_mnist] [--out DIR] [options]; no name builds both.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     WheelFetcher,
     apt_download,
@@ -79,8 +79,8 @@ ANIMAL_CLASSES: tuple[tuple[str, str], ...] = tuple(
 )
 ANIMAL_DOMAIN = "silhouette"
 
-FASHION_COMMAND = "python -m hpcfed.data.mnist_like fashion_mnist"
-ANIMAL_COMMAND = "python -m hpcfed.data.mnist_like animal_mnist"
+FASHION_COMMAND = "python -m hpcfed.builders.mnist_like fashion_mnist"
+ANIMAL_COMMAND = "python -m hpcfed.builders.mnist_like animal_mnist"
 
 
 # ----------------------------------------------------------------------------------------------- shared
@@ -303,7 +303,7 @@ def _count(text: str) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcfed.data.mnist_like", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hpcfed.builders.mnist_like", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="dataset", metavar="{fashion_mnist,animal_mnist}")
     fashion = sub.add_parser("fashion_mnist", help="Fashion-MNIST from Debian dataset-fashion-mnist")
     animal = sub.add_parser("animal_mnist", help="Animal-MNIST from PyPI animal-mnist==0.4")
