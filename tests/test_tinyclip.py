@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hpcfed.data.registry import data_cache_dir
+from hpcfed.data.built import data_cache_dir
 from hpcfed.models import WEIGHTS_DIR, register_hpcfed_configs
 from hpcfed.models.distill import ARCH
 from hpcfed.models.distill.card import MARK, table

@@ -26,23 +26,26 @@ from pathlib import Path
 from typing import Any
 
 from hpcfed.builders.fetch import (
-    STAMP,
     DebFetcher,
     NpmFetcher,
     apt_download,
-    building,
     deb_extract,
     deb_version,
-    default_root,
     fetch_all,
     npm_pack,
-    read_stamp,
     read_tar_json,
+)
+from hpcfed.builders.tree import (
+    STAMP,
+    building,
+    default_root,
+    read_stamp,
     run_cli,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 __all__ = ["ALL", "STAMP", "STYLES", "build", "main"]
@@ -52,6 +55,7 @@ EMOJI_DATA = "emoji-datasource@16.0.0"  # MIT; only package/emoji.json is read (
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 UNASSIGNED = "\u0378"  # never assigned in Unicode: a font draws its missing-glyph box ("tofu") for it
 SERIAL_BELOW = 200  # fewer renders than this are not worth starting worker processes for
+COMMAND = BUILT["emoji_domains"].command
 
 
 @dataclass(frozen=True)
@@ -399,7 +403,7 @@ def write_attribution(
     lines = [
         "# Emoji-Domains-20: sources and licences",
         "",
-        "Built locally by `python -m hpcfed.builders.emoji_domains`; do not redistribute or commit these images",
+        f"Built locally by `{COMMAND}`; do not redistribute or commit these images",
         "without honouring the terms below. CC-BY-4.0 needs attribution to the author; CC-BY-SA-4.0 also",
         "needs attribution, and any redistributed images (or images derived from them) must carry the same",
         "licence (share-alike). Apache-2.0 and MIT need their licence notice kept with redistributed copies.",
@@ -528,9 +532,8 @@ def summary(out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcfed.builders.emoji_domains",
-                                     description=__doc__.splitlines()[0])
-    default_out = default_root("emoji_domains")
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    default_out = default_root(BUILT["emoji_domains"].folder)
     parser.add_argument("--out", type=Path, default=default_out, help=f"folder to build (default {default_out})")
     parser.add_argument("--styles", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")

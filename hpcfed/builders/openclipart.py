@@ -13,21 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.builders.fetch import (
-    DebFetcher,
-    apt_download,
+from hpcfed.builders.fetch import DebFetcher, apt_download, deb_extract, deb_version
+from hpcfed.builders.tree import (
     building,
-    deb_extract,
-    deb_version,
     default_root,
     out_only_main,
-    read_built_tree,
     read_stamp,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import Listing
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 2  # 2: SVG sizes in mm/pt converted to px (about half the files failed before)
@@ -35,7 +31,7 @@ DEB = "openclipart-svg"
 SVG_DIR = "usr/share/openclipart/svg"
 DOMAIN = "clipart"
 SIZE = 128
-COMMAND = "python -m hpcfed.builders.openclipart"
+COMMAND = BUILT["openclipart"].command
 
 # (class folder, prompt name, svg folders; a trailing '/.' means that folder's own files only, not sub-folders)
 CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -161,11 +157,6 @@ def build(out: Path | str | None = None, *, downloads: Path | None = None, fetch
             "(Openclipart dedicates all clip art to the public domain; see the package's copyright file).\n")
         write_stamp(tmp, key | {"counts": counts})
     return out
-
-
-def read_openclipart(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: one domain, 'clipart'."""
-    return read_built_tree(root, "openclipart", "Openclipart", COMMAND, domains, (DOMAIN,), class_names_file)
 
 
 def summary(out: Path) -> str:

@@ -51,8 +51,9 @@ def _emoji_names(emoji_data) -> dict[str, str]:
 def emoji_images(size: int) -> tuple[np.ndarray, list[str]]:
     """All non-skin-tone emoji of emoji-datasource, rendered in each training style; returns images and names."""
     from hpcfed.builders.emoji_domains import EMOJI_DATA, STYLES, code_keys, has_icon, icon_svg, load_chars
-    from hpcfed.builders.fetch import default_root, fetch_all, npm_pack, read_tar_json
+    from hpcfed.builders.fetch import fetch_all, npm_pack, read_tar_json
     from hpcfed.builders.openclipart import render_svg_texts
+    from hpcfed.builders.tree import default_root
 
     downloads = default_root("downloads")
     needed = list(TRAIN_STYLES)
@@ -79,7 +80,8 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
 
     from hpcfed.builders.emoji_domains import EMOJI_DATA, on_white, without_fe0f
-    from hpcfed.builders.fetch import default_root, fetch_all, npm_pack
+    from hpcfed.builders.fetch import fetch_all, npm_pack
+    from hpcfed.builders.tree import default_root
     from hpcfed.errors import DataError
 
     fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
@@ -102,8 +104,9 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 def monotone_images(size: int) -> tuple[np.ndarray, list[str]]:
     """Every EmojiOne Monotone icon (black on white; its icon names are the emoji names, hyphenated)."""
     from hpcfed.builders.emoji_domains import icon_svg
-    from hpcfed.builders.fetch import default_root, fetch_all, npm_pack, read_tar_json
+    from hpcfed.builders.fetch import fetch_all, npm_pack, read_tar_json
     from hpcfed.builders.openclipart import render_svg_texts
+    from hpcfed.builders.tree import default_root
     from hpcfed.errors import DataError
 
     tarball = fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE]
@@ -120,7 +123,8 @@ def photo_crops(size: int, seed: int) -> np.ndarray:
     """PHOTO_CROPS random square crops (5-100% of the area of the largest square) of each photo in PHOTOS."""
     from PIL import Image
 
-    from hpcfed.builders.fetch import default_root, pip_download, read_zip_member
+    from hpcfed.builders.fetch import pip_download, read_zip_member
+    from hpcfed.builders.tree import default_root
 
     wheel = pip_download(SKIMAGE, default_root("downloads"))
     rng = np.random.default_rng(seed)
@@ -137,8 +141,8 @@ def photo_crops(size: int, seed: int) -> np.ndarray:
 
 
 def clipart_images(size: int) -> tuple[np.ndarray, list[str]]:
-    from hpcfed.builders.fetch import default_root
     from hpcfed.builders.openclipart import TRAIN_FOLDERS, caption, render_many, svg_root, svgs_in
+    from hpcfed.builders.tree import default_root
 
     root, _ = svg_root(default_root("downloads"))
     paths = svgs_in(root, TRAIN_FOLDERS + EXTRA_CLIPART)
