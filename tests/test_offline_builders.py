@@ -476,6 +476,22 @@ def test_failed_build_leaves_nothing_behind(tmp_path, fake, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
 
 
+def test_font_domain_in_worker_processes_equals_serial(tmp_path, font, monkeypatch):
+    """Enough renders for the process pool (forkserver workers import render_class afresh): same PNGs as serially."""
+    monkeypatch.setattr(d5.os, "cpu_count", lambda: 2)
+    fonts = [d5.FontFile(font, "fonts-test")]
+    per_class = d5.SERIAL_BELOW // 10
+    for tree in ("pool", "serial"):
+        for digit in range(10):
+            (tmp_path / tree / "handfont" / str(digit)).mkdir(parents=True)
+    pooled = d5.render_font_domain(tmp_path / "pool", "handfont", fonts, per_class, seed=0)
+    monkeypatch.setattr(d5, "SERIAL_BELOW", 10**9)
+    serial = d5.render_font_domain(tmp_path / "serial", "handfont", fonts, per_class, seed=0)
+    assert pooled == serial == [per_class] * 10
+    for path in (tmp_path / "pool").rglob("*.png"):
+        assert path.read_bytes() == (tmp_path / "serial" / path.relative_to(tmp_path / "pool")).read_bytes()
+
+
 @pytest.mark.parametrize("kw", [{"per_class": 0}, {"per_class": 5000}, {"domains": "svhn"}, {"domains": ""}])
 def test_digits5_bad_arguments(tmp_path, kw):
     with pytest.raises(DataError):

@@ -29,6 +29,7 @@ import csv
 import functools
 import gzip
 import io
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ from hpcfed.builders.fetch import (
 from hpcfed.builders.tree import (
     building,
     default_root,
+    process_pool,
     read_stamp,
     run_cli,
     save_pngs,
@@ -406,14 +408,11 @@ def render_class(task: tuple[str, int, Sequence[FontFile], int, int, Path]) -> i
 
 def render_font_domain(tree: Path, domain: str, fonts: Sequence[FontFile], per_class: int, seed: int) -> list[int]:
     """Images per digit; the ten digits are rendered in parallel on up to 4 processes."""
-    import multiprocessing
-    import os
-
     tasks = [(domain, label, list(fonts), per_class, seed, tree / domain / str(label)) for label in range(10)]
     workers = min(4, os.cpu_count() or 1)
     if 10 * per_class < SERIAL_BELOW or workers < 2:
         return [render_class(t) for t in tasks]
-    with multiprocessing.Pool(workers) as pool:
+    with process_pool(workers) as pool:
         return pool.map(render_class, tasks, chunksize=1)
 
 

@@ -39,6 +39,7 @@ from hpcfed.builders.tree import (
     STAMP,
     building,
     default_root,
+    process_pool,
     read_stamp,
     run_cli,
     stamp_matches,
@@ -274,9 +275,7 @@ def run_jobs(jobs: list[tuple[str, str, int]]) -> list[str]:
     if len(jobs) < SERIAL_BELOW or (os.cpu_count() or 1) < 2:
         results = [_render_job(j) for j in jobs]
     else:
-        import multiprocessing
-
-        with multiprocessing.Pool(2) as pool:
+        with process_pool(2) as pool:
             results = list(pool.imap_unordered(_render_job, jobs, chunksize=16))
     return [f"{Path(p).name}: {err}" for p, err in results if err]
 

@@ -6,7 +6,6 @@ Layout of the built domain: <out>/clipart/<class>/<svg stem>.png (on white, SIZE
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from hpcfed.builders.tree import (
     building,
     default_root,
     out_only_main,
+    process_pool,
     read_stamp,
     stamp_matches,
     write_classnames,
@@ -104,14 +104,14 @@ def _render_text(job: tuple[str, int]) -> np.ndarray | None:
 
 def render_many(paths: Sequence[Path], size: int, processes: int = 2) -> tuple[np.ndarray, list[int]]:
     """uint8 [N, size, size, 3] of the SVGs that rendered, and their indices into `paths`."""
-    with multiprocessing.Pool(processes) as pool:
+    with process_pool(processes) as pool:
         imgs = pool.map(_render, [(str(p), size) for p in paths], chunksize=8)
     return _stack(imgs, size)
 
 
 def render_svg_texts(svgs: Sequence[str], size: int, processes: int = 2) -> tuple[np.ndarray, list[int]]:
     """As render_many, for SVG documents in memory."""
-    with multiprocessing.Pool(processes) as pool:
+    with process_pool(processes) as pool:
         imgs = pool.map(_render_text, [(s, size) for s in svgs], chunksize=16)
     return _stack(imgs, size)
 

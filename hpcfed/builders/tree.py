@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
 import sys
@@ -24,8 +26,8 @@ from hpcfed.data.built import STAMP, data_cache_dir, read_stamp
 from hpcfed.errors import DataError
 
 __all__ = [
-    "STAMP", "building", "default_root", "out_only_main", "publish", "read_stamp", "run_cli", "save_pngs",
-    "stamp_matches", "write_classnames", "write_stamp",
+    "STAMP", "building", "default_root", "out_only_main", "process_pool", "publish", "read_stamp", "run_cli",
+    "save_pngs", "stamp_matches", "write_classnames", "write_stamp",
 ]
 
 
@@ -68,6 +70,15 @@ def save_pngs(items: Iterable[tuple[np.ndarray, Path]], workers: int = 8, chunk:
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return sum(pool.map(_save_pngs, chunks))
+
+
+def process_pool(processes: int) -> multiprocessing.pool.Pool:
+    """Worker processes for rendering, forked from a fresh forkserver and never from the caller.
+
+    A fork of a process that already runs threads (torch, matplotlib, save_pngs' writers) copies their locks
+    held, and a worker waiting on one hangs for ever; the workers' functions must be importable top-level ones.
+    """
+    return multiprocessing.get_context("forkserver").Pool(processes)
 
 
 def publish(tmp: Path, out: Path) -> None:
