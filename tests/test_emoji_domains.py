@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcfed.data import emoji_domains as ed
-from hpcfed.data import fetch
+from hpcfed.builders import emoji_domains as ed
+from hpcfed.builders import fetch
+from hpcfed.data.built import data_cache_dir
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.registry import data_cache_dir, load_listing
+from hpcfed.data.registry import load_listing
 from hpcfed.errors import DataError
 
 RED_SQUARE = '<path fill="#f00" d="M4 4h8v8H4z"/>'

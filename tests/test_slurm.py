@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcfed.data.registry import data_cache_dir
+from hpcfed.data.built import data_cache_dir
 from hpcfed.results import open_run
 
 from conftest import REPO

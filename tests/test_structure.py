@@ -75,7 +75,7 @@ def test_no_import_circle_between_packages():
     graph = package_graph(PACKAGE)
     assert {"config", "data", "split", "extract", "train", "report", "runtime", "methods"} <= set(graph)
     cycle = find_cycle(graph)
-    where = [f"{a} -> {b} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:])] if cycle else []
+    where = [f"{a} -> {b} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False)] if cycle else []
     assert cycle is None, "import circle between packages:\n  " + "\n  ".join(where)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hpcfed.data.registry import data_cache_dir
+from hpcfed.data.built import data_cache_dir
 from hpcfed.models import WEIGHTS_DIR, register_hpcfed_configs
 from hpcfed.models.distill import ARCH
 from hpcfed.models.distill.card import MARK, table
@@ -137,7 +137,7 @@ def test_a_monotone_tarball_without_icons_stops_with_the_fix(tmp_path, monkeypat
     import io
     import tarfile
 
-    from hpcfed.data.fetch import npm_tarball_name
+    from hpcfed.builders.fetch import npm_tarball_name
     from hpcfed.errors import DataError
     from hpcfed.models.distill.sources import MONOTONE, monotone_images
 

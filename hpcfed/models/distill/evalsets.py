@@ -40,9 +40,8 @@ def animal_eval_indices(n: int) -> np.ndarray:
 
 
 def eval_sets(which: list[str] | None = None) -> list[EvalSet]:
-    from hpcfed.data.emoji_domains import STYLES
+    from hpcfed.builders.emoji_domains import STYLES  # every style, in the order of the card's rows
     from hpcfed.data.registry import load_listing
-    from hpcfed.data.tuxpaint import read_tuxpaint
 
     out = []
     for style in STYLES:
@@ -51,11 +50,9 @@ def eval_sets(which: list[str] | None = None) -> list[EvalSet]:
         lst = load_listing("emoji_domains", domains=[style])
         out.append(_from_listing(f"emoji/{style}", lst, None, EMOJI_TEMPLATES, art=True))
     if not which or "tuxpaint" in which:
-        out.append(_from_listing("tuxpaint", read_tuxpaint(None, None, None), None, PHOTO_TEMPLATES, art=False))
+        out.append(_from_listing("tuxpaint", load_listing("tuxpaint"), None, PHOTO_TEMPLATES, art=False))
     if not which or "openclipart" in which:
-        from hpcfed.data.openclipart import read_openclipart
-
-        lst = read_openclipart(None, None, None)
+        lst = load_listing("openclipart")
         out.append(_from_listing("openclipart", lst, None, EMOJI_TEMPLATES, art=True))
     if not which or "fashion_mnist" in which:
         lst = load_listing("fashion_mnist")
@@ -73,7 +70,7 @@ def load_pil(es: EvalSet) -> list:
     """RGB images on white (MNIST-like sets inverted to dark-on-white), at their stored size."""
     from PIL import Image, ImageOps
 
-    from hpcfed.data.emoji_domains import on_white
+    from hpcfed.builders.emoji_domains import on_white
 
     out = []
     for p in es.paths:

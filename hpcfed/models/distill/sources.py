@@ -40,8 +40,8 @@ TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an emoji of a {}.", "an 
 
 def _emoji_names(emoji_data) -> dict[str, str]:
     """code point -> name of every non-skin-tone emoji in emoji-datasource's emoji.json."""
-    from hpcfed.data.emoji_domains import skin_toned
-    from hpcfed.data.fetch import read_tar_json
+    from hpcfed.builders.emoji_domains import skin_toned
+    from hpcfed.builders.fetch import read_tar_json
 
     rows = read_tar_json(emoji_data, "package/emoji.json")
     return {str(e["unified"]).lower(): str(e.get("name") or e.get("short_name")).lower()
@@ -50,9 +50,10 @@ def _emoji_names(emoji_data) -> dict[str, str]:
 
 def emoji_images(size: int) -> tuple[np.ndarray, list[str]]:
     """All non-skin-tone emoji of emoji-datasource, rendered in each training style; returns images and names."""
-    from hpcfed.data.emoji_domains import EMOJI_DATA, STYLES, code_keys, has_icon, icon_svg, load_chars
-    from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
-    from hpcfed.data.openclipart import render_svg_texts
+    from hpcfed.builders.emoji_domains import EMOJI_DATA, STYLES, code_keys, has_icon, icon_svg, load_chars
+    from hpcfed.builders.fetch import fetch_all, npm_pack, read_tar_json
+    from hpcfed.builders.openclipart import render_svg_texts
+    from hpcfed.builders.tree import default_root
 
     downloads = default_root("downloads")
     needed = list(TRAIN_STYLES)
@@ -78,8 +79,9 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 
     from PIL import Image
 
-    from hpcfed.data.emoji_domains import EMOJI_DATA, on_white, without_fe0f
-    from hpcfed.data.fetch import default_root, fetch_all, npm_pack
+    from hpcfed.builders.emoji_domains import EMOJI_DATA, on_white, without_fe0f
+    from hpcfed.builders.fetch import fetch_all, npm_pack
+    from hpcfed.builders.tree import default_root
     from hpcfed.errors import DataError
 
     fetched = fetch_all(npm_pack, [EMOJI_DATA, FLUENT_3D], default_root("downloads"))
@@ -101,9 +103,10 @@ def fluent3d_images(size: int) -> tuple[np.ndarray, list[str]]:
 
 def monotone_images(size: int) -> tuple[np.ndarray, list[str]]:
     """Every EmojiOne Monotone icon (black on white; its icon names are the emoji names, hyphenated)."""
-    from hpcfed.data.emoji_domains import icon_svg
-    from hpcfed.data.fetch import default_root, fetch_all, npm_pack, read_tar_json
-    from hpcfed.data.openclipart import render_svg_texts
+    from hpcfed.builders.emoji_domains import icon_svg
+    from hpcfed.builders.fetch import fetch_all, npm_pack, read_tar_json
+    from hpcfed.builders.openclipart import render_svg_texts
+    from hpcfed.builders.tree import default_root
     from hpcfed.errors import DataError
 
     tarball = fetch_all(npm_pack, [MONOTONE], default_root("downloads"))[MONOTONE]
@@ -120,7 +123,8 @@ def photo_crops(size: int, seed: int) -> np.ndarray:
     """PHOTO_CROPS random square crops (5-100% of the area of the largest square) of each photo in PHOTOS."""
     from PIL import Image
 
-    from hpcfed.data.fetch import default_root, pip_download, read_zip_member
+    from hpcfed.builders.fetch import pip_download, read_zip_member
+    from hpcfed.builders.tree import default_root
 
     wheel = pip_download(SKIMAGE, default_root("downloads"))
     rng = np.random.default_rng(seed)
@@ -137,8 +141,8 @@ def photo_crops(size: int, seed: int) -> np.ndarray:
 
 
 def clipart_images(size: int) -> tuple[np.ndarray, list[str]]:
-    from hpcfed.data.fetch import default_root
-    from hpcfed.data.openclipart import TRAIN_FOLDERS, caption, render_many, svg_root, svgs_in
+    from hpcfed.builders.openclipart import TRAIN_FOLDERS, caption, render_many, svg_root, svgs_in
+    from hpcfed.builders.tree import default_root
 
     root, _ = svg_root(default_root("downloads"))
     paths = svgs_in(root, TRAIN_FOLDERS + EXTRA_CLIPART)

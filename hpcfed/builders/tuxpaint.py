@@ -10,21 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcfed.data.fetch import (
-    DebFetcher,
-    apt_download,
+from hpcfed.builders.fetch import DebFetcher, apt_download, deb_extract, deb_version
+from hpcfed.builders.tree import (
     building,
-    deb_extract,
-    deb_version,
     default_root,
     out_only_main,
-    read_built_tree,
     read_stamp,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import Listing
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
@@ -32,7 +28,7 @@ DEB = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 DOMAIN = "photo"
 SIZE = 224
-COMMAND = "python -m hpcfed.data.tuxpaint"
+COMMAND = BUILT["tuxpaint"].command
 
 # (class folder, prompt name, stamp sub-folders whose PNGs, recursively, belong to it)
 CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -102,11 +98,6 @@ def build(out: Path | str | None = None, *, downloads: Path | None = None, fetch
             "evaluation only, never commit these images and never train a shipped model on them.\n")
         write_stamp(tmp, key | {"counts": counts})
     return out
-
-
-def read_tuxpaint(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: one domain, 'photo'."""
-    return read_built_tree(root, "tuxpaint", "Tux Paint photos", COMMAND, domains, (DOMAIN,), class_names_file)
 
 
 def summary(out: Path) -> str:

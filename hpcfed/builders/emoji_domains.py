@@ -9,7 +9,7 @@ committed: `build` fetches the pinned packages into `<out>/../downloads/` and re
     <out>/ATTRIBUTION.md                               sources, versions and licences
     <out>/.complete                                    JSON stamp, written last
 
-CLI: python -m hpcfed.data.emoji_domains --out DIR [--styles noto,twemoji] [--size 64]
+CLI: python -m hpcfed.builders.emoji_domains --out DIR [--styles noto,twemoji] [--size 64]
 """
 
 from __future__ import annotations
@@ -25,24 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcfed.data.fetch import (
-    STAMP,
+from hpcfed.builders.fetch import (
     DebFetcher,
     NpmFetcher,
     apt_download,
-    building,
     deb_extract,
     deb_version,
-    default_root,
     fetch_all,
     npm_pack,
-    read_stamp,
     read_tar_json,
+)
+from hpcfed.builders.tree import (
+    STAMP,
+    building,
+    default_root,
+    process_pool,
+    read_stamp,
     run_cli,
     stamp_matches,
     write_classnames,
     write_stamp,
 )
+from hpcfed.data.built import BUILT
 from hpcfed.errors import DataError
 
 __all__ = ["ALL", "STAMP", "STYLES", "build", "main"]
@@ -52,6 +56,7 @@ EMOJI_DATA = "emoji-datasource@16.0.0"  # MIT; only package/emoji.json is read (
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 UNASSIGNED = "\u0378"  # never assigned in Unicode: a font draws its missing-glyph box ("tofu") for it
 SERIAL_BELOW = 200  # fewer renders than this are not worth starting worker processes for
+COMMAND = BUILT["emoji_domains"].command
 
 
 @dataclass(frozen=True)
@@ -270,9 +275,7 @@ def run_jobs(jobs: list[tuple[str, str, int]]) -> list[str]:
     if len(jobs) < SERIAL_BELOW or (os.cpu_count() or 1) < 2:
         results = [_render_job(j) for j in jobs]
     else:
-        import multiprocessing
-
-        with multiprocessing.Pool(2) as pool:
+        with process_pool(2) as pool:
             results = list(pool.imap_unordered(_render_job, jobs, chunksize=16))
     return [f"{Path(p).name}: {err}" for p, err in results if err]
 
@@ -399,7 +402,7 @@ def write_attribution(
     lines = [
         "# Emoji-Domains-20: sources and licences",
         "",
-        "Built locally by `python -m hpcfed.data.emoji_domains`; do not redistribute or commit these images",
+        f"Built locally by `{COMMAND}`; do not redistribute or commit these images",
         "without honouring the terms below. CC-BY-4.0 needs attribution to the author; CC-BY-SA-4.0 also",
         "needs attribution, and any redistributed images (or images derived from them) must carry the same",
         "licence (share-alike). Apache-2.0 and MIT need their licence notice kept with redistributed copies.",
@@ -475,7 +478,7 @@ def check_counts(counts: dict[str, int]) -> None:
     if empty:
         raise DataError(
             f"style(s) {empty} produced no images: the package layout may have changed; "
-            "check the pinned versions in hpcfed/data/emoji_domains.py"
+            "check the pinned versions in hpcfed/builders/emoji_domains.py"
         )
 
 
@@ -528,8 +531,8 @@ def summary(out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcfed.data.emoji_domains", description=__doc__.splitlines()[0])
-    default_out = default_root("emoji_domains")
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    default_out = default_root(BUILT["emoji_domains"].folder)
     parser.add_argument("--out", type=Path, default=default_out, help=f"folder to build (default {default_out})")
     parser.add_argument("--styles", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
