@@ -33,14 +33,18 @@ OVERRIDE_HELP = ("Override a config key with a dotted path; the value is read as
                  "-o rounds=5 -o seed=0 -o method.alpha=0.01 -o 'data.domains=[noto,twemoji]'.")
 
 
-def _load(config: str, overrides: tuple[str, ...]):
-    from hpcfed.config import load_config
+def _resolve(config: str, overrides: tuple[str, ...], check_weights: bool = True):
+    from hpcfed.config import resolve_file
     from hpcfed.errors import ConfigError
 
     try:
-        return load_config(config, list(overrides))
+        return resolve_file(config, list(overrides), check_weights)
     except ConfigError as e:
         _fail(str(e))
+
+
+def _load(config: str, overrides: tuple[str, ...]):
+    return _resolve(config, overrides).config
 
 
 @main.command()
@@ -132,7 +136,9 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
 @click.option("--resume", default="never", metavar="auto|never|PATH", show_default=True,
               help="auto: continue from the newest valid checkpoint of the run (start it if there is none); "
                    "PATH: from that checkpoint directory; never: a new run.")
-def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str) -> None:
+@click.option("--print-config", is_flag=True, help="Print every resolved value of CONFIG and where it came from "
+              "(default, the method's reference recipe, the config file, an override), then exit.")
+def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str, print_config: bool) -> None:
     """Run federated training of CONFIG under MPI (rank 0 is the server, ranks 1.. host the clients).
 
     Every key of CONFIG can be overridden with -o KEY=VALUE. The config is checked completely before any
@@ -148,6 +154,16 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str)
     from hpcfed.runtime import StopRequest
 
     stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
+    if print_config:  # the config as it would run; missing weights are reported, not fatal, here
+        click.echo(_resolve(config, overrides, check_weights=False).table())
+        from hpcfed.config import resolve_file
+        from hpcfed.errors import ConfigError
+
+        try:
+            resolve_file(config, list(overrides))
+        except ConfigError as e:
+            click.echo(f"note: `hpcfed train` would stop here: {e}")
+        return
     cfg = _load(config, overrides)
     from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.loop import run

@@ -7,8 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from hpcfed.cli import main
-from hpcfed.config import load_config
+from hpcfed.config import RECIPE_KEYS, load_config, resolve_file
+from hpcfed.config.resolve import read_yaml_tree
 from hpcfed.errors import ConfigError
+from hpcfed.methods import METHODS
 from hpcfed.results import open_run
 
 from conftest import REPO, make_image_tree
@@ -21,6 +23,60 @@ def test_every_shipped_config_is_valid(path):
     # Real CLIP weights live only on clusters; everything else is checked as it stands.
     cfg = load_config(path, ["model.pretrained=null"])
     assert cfg.clients >= 1 and cfg.rounds >= 1
+
+
+# A protocol may fix the local epochs of every method (the FL protocol's budget); the rest is the method's recipe.
+OPTIMIZER_KEYS = set(RECIPE_KEYS) - {"local_epochs"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO / "configs")) for p in CONFIGS])
+def test_every_method_runs_on_every_shipped_config_by_switching_only_its_name(path):
+    tuned = read_yaml_tree(path).get("recipes") or {}  # a protocol's tuning of one method binds that method only
+    for name in METHODS.names():
+        cfg = load_config(path, ["model.pretrained=null", f"method.name={name}"])
+        recipe = {**METHODS[name].reference_recipe(cfg.method.options, cfg.partition.shots), **tuned.get(name, {})}
+        assert cfg.method.name == name
+        for key in OPTIMIZER_KEYS & set(recipe):
+            assert getattr(cfg.train, key) == recipe[key], (name, key)  # its own recipe, not another method's
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO / "configs")) for p in CONFIGS])
+def test_shipped_configs_carry_no_method_options_and_no_optimizer_recipe(path):
+    tree = read_yaml_tree(path)
+    method = tree.get("method") or {}
+    assert set(method) <= {"name"} if isinstance(method, dict) else isinstance(method, str)
+    assert not OPTIMIZER_KEYS & set(tree.get("train") or {}), "an optimizer recipe in a protocol config"
+    assert set(tree.get("recipes") or {}) <= set(METHODS)  # per-method tuning is allowed: it binds only that method
+
+
+def test_print_config_names_where_each_train_value_came_from():
+    result = CliRunner().invoke(main, ["train", str(REPO / "configs/base2novel/dtd.yaml"), "-o", "method.name=plora",
+                                       "-o", "train.local_epochs=3", "--print-config"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in result.output.splitlines() if line.strip()}
+    assert rows["train.optimizer"][0] == "adamw" and rows["train.optimizer"][1].startswith("recipe of plora")
+    assert rows["train.lr"][0] == "0.0002" and "CLIP-LoRA" in rows["train.lr"][1]
+    assert rows["train.local_epochs"] == ["3", "-o override"]
+    assert rows["partition.shots"] == ["16", str(REPO / "configs/base2novel/_base.yaml")]
+    assert rows["data.dataset"] == ["dtd", str(REPO / "configs/base2novel/dtd.yaml")]
+    assert rows["method.rank"] == ["2", "default of plora"]
+    assert rows["train.prox_mu"] == ["0.0", "default"]
+    assert "would stop here" in result.output and "model.pretrained" in result.output  # no ViT-B-16 weights here
+
+
+def test_a_config_value_beats_the_recipe_and_an_override_beats_both(tmp_path):
+    (tmp_path / "p.yaml").write_text("method: {name: fedpgp}\npartition: {shots: 4}\ntrain: {lr: 0.5}\n"
+                                     "recipes: {fedpgp: {momentum: 0.5}, plora: {lr: 0.3}}\n")
+    resolved = resolve_file(tmp_path / "p.yaml", ["recipes.fedpgp.weight_decay=0.1"])
+    t = resolved.config.train
+    assert (t.lr, t.momentum, t.weight_decay) == (0.5, 0.5, 0.1)  # file, file's recipes.fedpgp, override
+    assert (t.optimizer, t.batch_size, t.local_epochs) == ("sgd", 4, 2)  # FedPGP's recipe: batch = #shots
+    assert resolved.sources["train.batch_size"].startswith("recipe of fedpgp")
+    other = load_config(tmp_path / "p.yaml", ["method.name=plora", "train.lr=0.7"])
+    assert (other.train.lr, other.train.optimizer, other.train.momentum) == (0.7, "adamw", 0.9)  # fedpgp's stay out
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "p.yaml", ["recipes.fedpgp.lrr=1"])
+    assert err.value.key == "recipes.fedpgp.lrr"
 
 
 def test_base2novel_configs_follow_the_pfedmma_protocol():

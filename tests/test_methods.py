@@ -88,7 +88,7 @@ def test_reference_hyperparameters_fill_only_unset_train_keys():
 
     @METHODS.register("tuned_for_test")
     class Tuned(Method):
-        train_defaults = {"lr": 0.123, "optimizer": "adam"}
+        recipe = {"lr": 0.123, "optimizer": "adam"}
 
     try:
         cfg = parse_config({"method": "tuned_for_test", "train": {"lr": 0.5}})

@@ -1,5 +1,7 @@
-"""Typed run configuration: YAML in, validated dataclasses out, dotted overrides in between."""
+"""Typed run configuration: YAML in, validated dataclasses out, dotted overrides in between; each value knows
+where it came from (a default, the method's reference recipe, the config file, an override)."""
 
+from hpcfed.config.resolve import RECIPE_KEYS, Resolved, load_config, parse_config, resolve_file
 from hpcfed.config.schema import (
     Config,
     DataConfig,
@@ -8,18 +10,19 @@ from hpcfed.config.schema import (
     PartitionConfig,
     RuntimeConfig,
     TrainConfig,
-    load_config,
-    parse_config,
 )
 
 __all__ = [
+    "RECIPE_KEYS",
     "Config",
     "DataConfig",
     "MethodConfig",
     "ModelConfig",
     "PartitionConfig",
     "RuntimeConfig",
+    "Resolved",
     "TrainConfig",
     "load_config",
     "parse_config",
+    "resolve_file",
 ]

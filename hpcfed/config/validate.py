@@ -19,9 +19,9 @@ def _require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ConfigError(key, problem, fix)
 
 
-def validate(c: Config) -> None:
+def validate(c: Config, check_weights: bool = True) -> None:
     """Every declared range (hpcfed.options), then what needs more: keys that are wrong together, names known to
-    a registry, each method's own options, and whether the model and its weights are here."""
+    a registry, each method's own options, and whether the model and (with `check_weights`) its weights are here."""
     check_options(c)
     p = c.partition
     _require(p.val_fraction + p.test_fraction < 1, "partition.test_fraction",
@@ -37,7 +37,7 @@ def validate(c: Config) -> None:
     check_options(options, "method.")
     c.method.options = dataclasses.asdict(options)
     method_cls.check_options(c.method.options, given)
-    check_model(c.model.name, c.model.pretrained)
+    check_model(c.model.name, c.model.pretrained if check_weights else None)
 
 
 def validate_launch(c: Config, world_size: int) -> None:

@@ -24,8 +24,11 @@ class Method:
     # True when the method reads the image tower's patch tokens, not only its pooled embedding (the feature
     # cache then stops after the last block instead of at the embedding).
     image_tokens: ClassVar[bool] = False
-    # Reference hyperparameters of the method (methods.md), used for train.* keys the config leaves unset.
-    train_defaults: ClassVar[dict[str, Any]] = {}
+    # The method's reference training recipe (train.* keys: optimizer, lr, momentum, weight decay, batch size,
+    # local epochs where the paper fixes them) and where it comes from. It fills every train key the config
+    # does not set, so switching method.name gives each method its own recipe (`hpcfed train --print-config`).
+    recipe: ClassVar[dict[str, Any]] = {}
+    recipe_source: ClassVar[str] = ""
 
     @dataclass
     class Options:
@@ -34,6 +37,16 @@ class Method:
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = self.Options(**(options or {}))
         self.added: nn.Module = nn.ModuleDict()
+
+    @classmethod
+    def reference_recipe(cls, options: dict[str, Any], shots: int) -> dict[str, Any]:
+        """The recipe for these options and this protocol's shots (some papers train with batch = #shots)."""
+        return dict(cls.recipe)
+
+    @classmethod
+    def reference_source(cls, options: dict[str, Any]) -> str:
+        """Where the recipe comes from (paper, official code), shown by `hpcfed train --print-config`."""
+        return cls.recipe_source
 
     @classmethod
     def check_options(cls, options: dict[str, Any], given: set[str]) -> None:

@@ -21,8 +21,13 @@ from hpcfed.methods.prompt_sets import FrozenCache, embed_dim, seeded_linear
 class FedCLIP(Method):
     shared = ("*",)
     # The reference recreates Adam every round (reset_optimizer).
-    train_defaults = {"optimizer": "adam", "lr": 5e-5, "adam_betas": [0.9, 0.98], "adam_eps": 1e-6,
-                      "weight_decay": 0.2, "reset_optimizer": True}
+    recipe = {"optimizer": "adam", "lr": 5e-5, "adam_betas": [0.9, 0.98], "adam_eps": 1e-6, "weight_decay": 0.2,
+              "reset_optimizer": True, "batch_size": 32}
+    recipe_source = "FedCLIP official code (Adam lr 5e-5, betas 0.9/0.98, eps 1e-6, wd 0.2, per round), methods.md 3"
+
+    def aggregation_weight(self, train_size: int) -> float:
+        # The official server averages the clients' adapters with equal weights, whatever their sizes.
+        return 1.0
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)

@@ -71,7 +71,9 @@ def patch_features(clip: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class FedOTP(Prompt):
     shared = ("ctx_global",)
     image_tokens = True  # optimal transport over patch tokens
-    train_defaults = {"optimizer": "sgd", "lr": 0.001}
+    recipe = {**Prompt.recipe, "local_epochs": 1}
+    recipe_source = "FedOTP official few-shot script (SGD lr 0.001, batch = #shots, 1 local epoch), methods.md 3"
+    batch_is_shots = True
 
     @dataclass
     class Options(Prompt.Options):

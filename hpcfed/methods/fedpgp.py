@@ -21,7 +21,9 @@ from hpcfed.options import option
 @METHODS.register("fedpgp")
 class FedPGP(Prompt):
     shared = ("sigma",)
-    train_defaults = {"optimizer": "sgd", "lr": 0.001}
+    recipe = {**Prompt.recipe, "local_epochs": 2}
+    recipe_source = "FedPGP official script (SGD lr 0.001 constant, batch = #shots, 2 local epochs), methods.md 3"
+    batch_is_shots = True
 
     @dataclass
     class Options(Prompt.Options):

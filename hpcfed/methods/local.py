@@ -16,12 +16,13 @@ from hpcfed.methods.base import METHODS, Method
 from hpcfed.methods.lora import LoRA
 from hpcfed.methods.mma import MMA
 from hpcfed.methods.prompt import Prompt
+from hpcfed.options import option
 
 FAMILIES: dict[str, type[Method]] = {"mma": MMA, "lora": LoRA, "prompt": Prompt}
 
 
 def _union_options() -> type:
-    fields = [("family", str, dataclasses.field(default="mma"))]
+    fields = [("family", str, option("mma", choices=tuple(FAMILIES)))]
     for family in FAMILIES.values():
         fields += [(f.name, f.type, f) for f in dataclasses.fields(family.Options)]
     return dataclasses.make_dataclass("Options", fields)
@@ -39,10 +40,15 @@ class FamilyMethod(Method):
         self.family = family({k: v for k, v in dataclasses.asdict(self.options).items() if k in own})
 
     @classmethod
+    def reference_recipe(cls, options: dict, shots: int) -> dict:
+        return FAMILIES[options["family"]].reference_recipe(options, shots)
+
+    @classmethod
+    def reference_source(cls, options: dict) -> str:
+        return FAMILIES[options["family"]].reference_source(options)
+
+    @classmethod
     def check_options(cls, options: dict, given: set[str]) -> None:
-        if options["family"] not in FAMILIES:
-            raise ConfigError("method.family", f"unknown adapter family {options['family']!r}",
-                              f"choose one of {sorted(FAMILIES)}")
         family = FAMILIES[options["family"]]
         own = {f.name for f in dataclasses.fields(family.Options)}
         stray = sorted(given - own - {"family"})

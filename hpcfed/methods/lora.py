@@ -32,15 +32,19 @@ class LoRAAttention(nn.Module):
     """Stands in for an nn.MultiheadAttention (same call signature as open_clip uses it) and adds the LoRA
     deltas to the frozen q/k/v/out projections."""
 
-    def __init__(self, attn: nn.MultiheadAttention, factors: nn.ModuleDict, scale: float):
+    def __init__(self, attn: nn.MultiheadAttention, factors: nn.ModuleDict, scale: float, dropout: float):
         super().__init__()
-        self.attn, self.factors, self.scale = attn, factors, scale
+        self.attn, self.factors, self.scale, self.dropout = attn, factors, scale, dropout
+
+    def _delta(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        # CLIP-LoRA drops out the input of the LoRA branch only, in training; the frozen path sees all of x.
+        return self.scale * self.factors[name].delta(F.dropout(x, self.dropout, training=self.training))
 
     def _project(self, x: torch.Tensor, which: int, name: str) -> torch.Tensor:
         d = self.attn.embed_dim
         out = F.linear(x, self.attn.in_proj_weight[which * d:(which + 1) * d],
                        self.attn.in_proj_bias[which * d:(which + 1) * d])
-        return out + self.scale * self.factors[name].delta(x) if name in self.factors else out
+        return out + self._delta(x, name) if name in self.factors else out
 
     def forward(self, query, key, value, need_weights=False, attn_mask=None):
         if not self.attn.batch_first:
@@ -52,7 +56,7 @@ class LoRAAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(b, n, d)
         result = self.attn.out_proj(out)
         if "o" in self.factors:
-            result = result + self.scale * self.factors["o"].delta(out)
+            result = result + self._delta(out, "o")
         if not self.attn.batch_first:
             result = result.transpose(0, 1)
         return result, None
@@ -61,10 +65,18 @@ class LoRAAttention(nn.Module):
 class LoRA(Method):
     """LoRA factors on every block of both towers; subclasses choose which factors are shared."""
 
+    # FedVLM publishes no recipe (methods.md 2.2); CLIP-LoRA's is the reference for LoRA on CLIP: AdamW lr 2e-4,
+    # weight decay 1e-2, betas (0.9, 0.999), batch 32, rank 2, alpha 1, dropout 0.25 before the LoRA branch.
+    # Its cosine schedule over all iterations has no round-wise equivalent here: the lr stays constant.
+    recipe = {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 1e-2, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
+              "batch_size": 32}
+    recipe_source = "CLIP-LoRA (Zanella & Ben Ayed 2024, run_utils.py and lora.py), methods.md 2.3"
+
     @dataclass
     class Options:
         rank: int = option(2, ge=1, fix="use e.g. 2 or 8")
         lora_alpha: float = 1.0  # scaling alpha / r (CLIP-LoRA's choice, methods.md §2.3)
+        dropout: float = option(0.25, ge=0, lt=1, fix="use e.g. 0.25 (CLIP-LoRA) or 0 for none")
         targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     @classmethod
@@ -82,5 +94,5 @@ class LoRA(Method):
                 d = block.attn.embed_dim
                 factors = nn.ModuleDict({t: LoRAFactors(d, d, o.rank, generator) for t in TARGETS if t in o.targets})
                 self.added[f"{tower}_{j}"] = factors
-                block.attn = LoRAAttention(block.attn, factors, o.lora_alpha / o.rank)
+                block.attn = LoRAAttention(block.attn, factors, o.lora_alpha / o.rank, o.dropout)
         return self.added

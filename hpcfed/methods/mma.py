@@ -76,6 +76,11 @@ def tower_width(blocks: nn.ModuleList) -> int:
 class MMA(Method):
     """MMA adapters on both towers; subclasses choose what is shared."""
 
+    recipe = {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32,
+              "local_epochs": 2}
+    recipe_source = ("pFedMMA code (SGD lr 0.001, momentum 0.9, wd 5e-4, batch 32) and paper (2 local epochs), "
+                     "methods.md 1.5")
+
     @dataclass
     class Options:
         adapter_dim: int = option(32, ge=1, fix="use e.g. 32")

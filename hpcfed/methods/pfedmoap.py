@@ -61,7 +61,10 @@ class AttentionGate(nn.Module):
 class PFedMoAP(Prompt):
     shared = ("params.prompt",)
     published = ("params.prompt",)
-    train_defaults = {"optimizer": "sgd", "lr": 0.002}
+    recipe = {**Prompt.recipe, "lr": 0.002, "local_epochs": 5}
+    recipe_source = ("pFedMoAP official code (prompt SGD lr 0.002 from PFEDMOAP/vit_b16.yaml, batch = #shots, "
+                     "5 local epochs), methods.md 3")
+    batch_is_shots = True
 
     @dataclass
     class Options(Prompt.Options):

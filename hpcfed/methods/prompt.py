@@ -37,6 +37,17 @@ def prompted_text_features(clip: nn.Module, tokens: torch.Tensor, context: torch
 class Prompt(Method):
     """One learned context shared by all classes; subclasses choose what is shared."""
 
+    # CoOp-style federated prompt learning as in the FedPGP/FedOTP/pFedMMA code bases: SGD lr 0.001 with Dassl's
+    # momentum 0.9 and weight decay 5e-4, batch 32 (methods.md 3, PromptFL).
+    recipe = {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32}
+    recipe_source = "PromptFL in the FedPGP/FedOTP/pFedMMA code (SGD lr 0.001, Dassl momentum/wd), methods.md 3"
+
+    batch_is_shots = False  # FedPGP, FedOTP and pFedMoAP train with batch = #shots in their few-shot scripts
+
+    @classmethod
+    def reference_recipe(cls, options: dict, shots: int) -> dict:
+        return {**cls.recipe, **({"batch_size": shots} if cls.batch_is_shots and shots > 0 else {})}
+
     @dataclass
     class Options:
         n_ctx: int = option(16, ge=1, le=64, fix="use e.g. 16 (CoOp)")

@@ -8,4 +8,3 @@ from hpcfed.methods.prompt import Prompt
 @METHODS.register("promptfl")
 class PromptFL(Prompt):
     shared = ("*",)
-    train_defaults = {"lr": 0.001, "optimizer": "sgd"}

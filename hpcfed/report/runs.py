@@ -71,7 +71,8 @@ def flatten(config: dict, prefix: str = "") -> dict:
 def read_config(f) -> dict:
     """The run's resolved config. Keys added to hpcfed after the run was made take their defaults (new keys
     default to the old behaviour), so runs of one experiment made by two versions still group together."""
-    from hpcfed.config.schema import Config, merge_trees
+    from hpcfed.config.resolve import merge_trees
+    from hpcfed.config.schema import Config
 
     return merge_trees(Config().to_dict(), yaml.safe_load(f["config"].asstr()[()]) or {})
 

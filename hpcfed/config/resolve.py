@@ -1,0 +1,208 @@
+"""From YAML files and `-o key=value` overrides to one validated Config, remembering where every value came from.
+
+Layers, lowest first (a higher one wins key by key):
+  1. the built-in defaults (schema.py);
+  2. the method's reference recipe (optimizer, lr, batch size, local epochs... from its paper or official
+     code, `Method.recipe`): switching `method.name` gives every method its own recipe;
+  3. the config file (`base:` files first, then the file itself);
+  4. the config file's `recipes: {<method>: {<train key>: value}}` for the method that runs (a protocol tuned
+     per method without imposing one method's numbers on the others);
+  5. overrides on the command line.
+Shipped protocol configs set none of the recipe keys (tests/test_configs_shipped.py), so layer 2 decides them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpcfed.config.schema import Config, MethodConfig, TrainConfig, _build
+from hpcfed.errors import ConfigError
+from hpcfed.options import check_options
+
+# Train keys a method's recipe decides; a protocol config that set them would impose one method's numbers on all.
+RECIPE_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "adam_betas", "adam_eps", "reset_optimizer",
+               "batch_size", "local_epochs")
+OVERRIDE = "-o override"
+
+
+@dataclass
+class Resolved:
+    config: Config
+    sources: dict[str, str]  # dotted key (method options as method.<option>) -> where its value came from
+
+    def table(self) -> str:
+        """Every resolved key, its value and its source, one per line (`hpcfed train --print-config`)."""
+        rows = [(key, yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip(),
+                 self.sources.get(key, "default")) for key, value in _flatten(_display(self.config.to_dict()))]
+        width = max(len(k) for k, _, _ in rows)
+        value_width = min(max(len(v) for _, v, _ in rows), 40)
+        return "\n".join(f"{k:<{width}}  {v:<{value_width}}  {s}" for k, v, s in rows)
+
+
+def _display(tree: dict[str, Any]) -> dict[str, Any]:
+    """Method options shown (and sourced) as method.<option>, as they are written in YAML and overrides."""
+    tree = dict(tree)
+    method = dict(tree["method"])
+    tree["method"] = {"name": method["name"], **method.get("options", {})}
+    return tree
+
+
+def _flatten(tree: dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+# ---- reading YAML ------------------------------------------------------------------------------------------
+
+
+def merge_trees(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge_trees(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml_tree(path: Path, seen: tuple[Path, ...] = (), origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """A config file as a tree; `base: other.yaml` (relative to the file) is read first and overlaid, so a
+    family of published settings shares one file of common keys. `origins` collects dotted key -> file."""
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found", "pass the path of a YAML file, e.g. configs/demo.yaml")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base", "the base chain loops back to this file", "remove the cycle")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), f"not valid YAML ({e})", "fix the YAML syntax at the position shown") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(str(path), "the file is not a mapping of keys", "write key: value lines")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = merge_trees(read_yaml_tree(path.parent / base, (*seen, path.resolve()), origins), tree)
+    if origins is not None:
+        own = yaml.safe_load(path.read_text()) or {}
+        own.pop("base", None)
+        origins.update({key: str(path) for key, _ in _flatten(_lift_method_options(own))})
+    return tree
+
+
+# ---- overrides, method options, recipes ---------------------------------------------------------------------
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(dotted, f"'{part}' is not a section", "override a key inside a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str], origins: dict[str, str] | None = None
+                    ) -> dict[str, Any]:
+    """`rounds=5`, `method.alpha=0.01`, `data.domains=[noto,twemoji]`: the value is read as YAML."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(item, "an override must look like key=value", "write e.g. -o rounds=5")
+        value = yaml.safe_load(text) if text.strip() else None
+        key = key.strip()
+        if origins is not None:
+            origins.update({k: OVERRIDE for k, _ in _flatten({key: value})} if isinstance(value, dict)
+                           else {key: OVERRIDE})
+        # Method options live flat under `method:` in YAML and on the command line.
+        if key.startswith("method.") and key != "method.name":
+            key = "method.options." + key[len("method."):]
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _lift_method_options(tree: dict[str, Any]) -> dict[str, Any]:
+    """`method: pfedmma` or `method: {name: pfedmma, alpha: 0.01}` -> {name, options}."""
+    tree = dict(tree)
+    method = tree.get("method")
+    if isinstance(method, str):
+        tree["method"] = {"name": method}
+    elif isinstance(method, dict):
+        options = dict(method.get("options") or {})
+        options.update({k: v for k, v in method.items() if k not in ("name", "options")})
+        tree["method"] = {"name": method.get("name", MethodConfig.name), "options": options}
+    return tree
+
+
+def _recipes(tree: dict[str, Any], method_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The config's per-method train settings, checked: known methods, known train keys."""
+    recipes = tree.pop("recipes", None) or {}
+    if not isinstance(recipes, dict):
+        raise ConfigError("recipes", f"expected a mapping of method -> train keys, got {recipes!r}",
+                          "write e.g. recipes: {pfedmma: {lr: 0.01}}")
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, keys in recipes.items():
+        if name not in method_names:
+            raise ConfigError(f"recipes.{name}", f"unknown method {name!r}", f"choose one of {method_names}")
+        if not isinstance(keys, dict):
+            raise ConfigError(f"recipes.{name}", f"expected a mapping of train keys, got {keys!r}",
+                              "write e.g. recipes: {pfedmma: {lr: 0.01}}")
+        for key in keys:
+            if key not in train_keys:
+                raise ConfigError(f"recipes.{name}.{key}", "not a train key",
+                                  f"use one of the train keys: {sorted(train_keys)}")
+    return recipes
+
+
+# ---- putting it together ------------------------------------------------------------------------------------
+
+
+def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
+            origins: dict[str, str] | None = None, check_weights: bool = True) -> Resolved:
+    """The validated Config of a file tree plus overrides, and the source of every value (see the docstring).
+    `check_weights=False` skips only the check that the model's weights are on this machine."""
+    from hpcfed.config.validate import validate
+    from hpcfed.methods import METHODS  # torch: only once a config is parsed, not for report or status
+
+    sources = {k: v for k, v in (origins or {}).items()}
+    tree = apply_overrides(_lift_method_options(dict(tree or {})), overrides or [], sources)
+    recipes = _recipes(tree, METHODS.names())
+    name = (tree.get("method") or {}).get("name", MethodConfig.name)
+    train = tree.setdefault("train", {}) if isinstance(tree.get("train", {}), dict) else tree.get("train")
+    for key, value in recipes.get(name, {}).items():
+        if sources.get(f"train.{key}") != OVERRIDE and isinstance(train, dict):
+            train[key] = value
+            sources[f"train.{key}"] = f"{sources.get(f'recipes.{name}.{key}', 'config')}: recipes.{name}"
+    config = _build(Config, tree)
+    method = METHODS[config.method.name]
+    declared = _build(method.Options, config.method.options, "method.")
+    check_options(declared, "method.")  # the recipe may depend on an option (the family of local/fedavg)
+    options = dataclasses.asdict(declared)
+    recipe = method.reference_recipe(options, config.partition.shots)
+    where = f"recipe of {config.method.name}: {method.reference_source(options)}"
+    given = set(train) if isinstance(train, dict) else set()
+    for key, value in recipe.items():
+        if key not in given:
+            setattr(config.train, key, value)
+            sources[f"train.{key}"] = where
+    for option in options:
+        sources.setdefault(f"method.{option}", f"default of {config.method.name}")
+    validate(config, check_weights)
+    return Resolved(config, sources)
+
+
+def parse_config(tree: dict[str, Any] | None, overrides: list[str] | None = None) -> Config:
+    return resolve(tree, overrides).config
+
+
+def resolve_file(path: str | Path, overrides: list[str] | None = None, check_weights: bool = True) -> Resolved:
+    origins: dict[str, str] = {}
+    return resolve(read_yaml_tree(Path(path), origins=origins), overrides, origins, check_weights)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    return resolve_file(path, overrides).config
