@@ -38,14 +38,17 @@ data: $(INSTALLED)
 demo: data
 	$(BIN)/mpiexec -n 4 $(BIN)/hpcfed train configs/demo.yaml --overwrite
 
-# Every method on the same splits of the embedded data (configs/compare.yaml), one run file each.
+# Every method on the same splits of the embedded data (configs/compare.yaml), each at its own reference recipe,
+# one run file per method and seed, then the table (mean ± std over SEEDS, e.g. make compare SEEDS="0 1 2").
 COMPARE_METHODS ?= zeroshot local fedavg pfedmma fedmma fedlora plora promptfl fedpgp fedotp pfedmoap fedclip
+SEEDS ?= 0
 compare: data
-	for m in $(COMPARE_METHODS); do \
-	  $(BIN)/mpiexec -n 4 $(BIN)/hpcfed train configs/compare.yaml -o method.name=$$m \
-	    -o output=runs/compare/$$m.h5 --overwrite | tail -n 1; \
-	done
-	$(BIN)/hpcfed report $(foreach m,$(COMPARE_METHODS),runs/compare/$(m).h5) --plots runs/compare/plots
+	for s in $(SEEDS); do for m in $(COMPARE_METHODS); do \
+	  $(BIN)/mpiexec -n 4 $(BIN)/hpcfed train configs/compare.yaml -o method.name=$$m -o seed=$$s \
+	    -o output=runs/compare/$${m}_seed$$s.h5 --overwrite | tail -n 1; \
+	done; done
+	$(BIN)/hpcfed report $(foreach s,$(SEEDS),$(foreach m,$(COMPARE_METHODS),runs/compare/$(m)_seed$(s).h5)) \
+	  --plots runs/compare/plots
 
 test: data
 	$(BIN)/ruff check hpcfed tests benchmarks

@@ -14,8 +14,10 @@ Layout (the contract between train, status and report):
   /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads include e.g. pFedMoAP's experts)
   /final/{selected,last}/<name>      [client] at the round chosen on validation accuracy, and at the last
                                      evaluated round; /final/{selected,last}_round; /final/selection (how)
-  /final/{selected,last}/summary/<name>       mean over clients; summary/hm = HM of the mean L, B, N
-  /final/{selected,last}/domain_mean/<name>   [domain] mean over the clients of each domain (and domain_std)
+  /final/zeroshot/<name>             [client] CLIP zero-shot on the same splits before any training (round -1;
+                                     written when `eval_zero_shot`), with summary/ and domain_mean/ as above
+  /final/{selected,last,zeroshot}/summary/<name>      mean over clients; summary/hm = HM of the mean L, B, N
+  /final/{selected,last,zeroshot}/domain_mean/<name>  [domain] mean over the clients of each domain (+ domain_std)
   /progress/rounds_done   rows of /metrics that are valid
   /status                 running | finished | failed | interrupted (checkpointed on a signal; resume it)
                           attrs: resumes (JSON list of {round, world_size}, one per resumed start)
@@ -175,7 +177,7 @@ class RunWriter:
                 env_group.attrs[key] = str(value) if isinstance(value, str) else value
         for name in CLIENT_METRICS:
             f.create_dataset(f"metrics/client/{name}", shape=(rounds, n_clients), dtype="f8", fillvalue=np.nan)
-        for which in ("selected", "last"):
+        for which in ("selected", "last", "zeroshot"):
             for name in CLIENT_METRICS:
                 f.create_dataset(f"final/{which}/{name}", shape=(n_clients,), dtype="f8", fillvalue=np.nan)
             for name in SUMMARY:

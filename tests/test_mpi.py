@@ -147,3 +147,19 @@ def test_existing_results_are_never_overwritten_without_asking(tmp_path, image_t
     done = run_mpi(2, [str(HPCFED), "train", str(cfg)], timeout=60)
     assert done.returncode != 0 and "--overwrite" in done.stderr
     assert cfg.with_suffix(".h5").read_bytes() == b"precious"
+
+
+def test_round_zero_zero_shot_equals_a_zeroshot_run_on_the_same_splits(runs_on_2_and_4_ranks, tmp_path, image_tree):
+    cfg = write_config(tmp_path / "zs.yaml", image_tree, rounds=1, **{"method.name": "zeroshot"})
+    done = run_mpi(2, [str(HPCFED), "train", str(cfg)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(cfg.with_suffix(".h5"), "r") as f:
+        clip_zero_shot = f["final/last/test_accuracy"][:]
+    for n in (2, 4):
+        path, stdout = runs_on_2_and_4_ranks[n][0], runs_on_2_and_4_ranks[n][1].stdout
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["final/zeroshot/test_accuracy"][:], clip_zero_shot)
+            assert f["final/zeroshot/summary/test_accuracy"][()] == pytest.approx(clip_zero_shot.mean())
+            trained = f["final/selected/test_accuracy"][:]
+        assert not np.array_equal(trained, clip_zero_shot)  # the pfedmma run did train past it
+        assert "zero-shot" in stdout and "clients below their zero-shot accuracy" in stdout

@@ -94,6 +94,8 @@ class Config:
     participation: float = option(1.0, gt=0, le=1, fix="use e.g. participation: 0.1 for 10% of clients per "
                                   "round, 1.0 for all")
     eval_every: int = option(1, ge=1, fix="evaluate every k >= 1 rounds")
+    # CLIP zero-shot on every client's splits before training (/final/zeroshot): what personalization bought
+    eval_zero_shot: bool = True
     output: str = "runs/{name}_seed{seed}.h5"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

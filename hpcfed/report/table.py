@@ -13,6 +13,14 @@ ACCURACIES = {"Local": "test_accuracy", "Base": "base_accuracy", "Novel": "novel
 FORMATS = ("text", "md", "csv", "latex")
 
 
+def recipe(run: RunInfo) -> str:
+    """How the run trained, in a few words (each method runs at its own reference recipe)."""
+    t = {k.removeprefix("train."): v for k, v in run.flat_setting.items() if k.startswith("train.")}
+    if not t:
+        return "-"
+    return f"{t.get('optimizer')} lr {t.get('lr'):g} bs {t.get('batch_size')} ep {t.get('local_epochs')}"
+
+
 def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
     row = {"dataset": dataset, "method": method, "seeds": len(runs),
            "seed list": " ".join(str(r.seed) for r in sorted(runs, key=lambda r: r.seed))}
@@ -23,6 +31,7 @@ def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
     row["up B/round"] = float(pd.Series([r.up_per_round for r in runs]).mean())
     row["down B/round"] = float(pd.Series([r.down_per_round for r in runs]).mean())
     row["round"] = " ".join(str(n) for n in sorted({r.final_round + 1 for r in runs if r.final_round >= 0}))
+    row["recipe"] = " / ".join(sorted({recipe(r) for r in runs}))
     row["status"] = status
     return row
 
@@ -60,7 +69,7 @@ def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
     return str(row[column])
 
 
-SHOWN = ("method", *ACCURACIES, "seeds", "up B/round", "down B/round", "round", "status")
+SHOWN = ("method", *ACCURACIES, "seeds", "up B/round", "down B/round", "round", "recipe", "status")
 
 
 def _aligned(cells: list[str], widths: list[int]) -> str:

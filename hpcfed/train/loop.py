@@ -51,6 +51,8 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     host, writer, my_clients = setup.host, setup.writer, setup.my_clients
     result = TrainResult(setup.first_round)
     recorder = Recorder(cfg, writer, setup.splits, setup.n_domains, setup.first_round) if rt.is_server else None
+    if recorder is not None and setup.zero_shot is not None:
+        recorder.zero_shot(setup.zero_shot)
     callbacks = callbacks or []
     try:
         for r in range(setup.first_round, cfg.rounds):

@@ -29,6 +29,17 @@ class Recorder:
                           for r in range(first_round) if is_eval_round(cfg, r)}
         self.started = time.perf_counter()
 
+    def zero_shot(self, gathered: list[dict[int, dict[str, float]]]) -> None:
+        """Store CLIP zero-shot per client (gathered from every rank before round 1) in /final/zeroshot."""
+        rows = {name: np.full(self.cfg.clients, np.nan) for name in CLIENT_METRICS}
+        for rank_metrics in gathered:
+            for c, values in rank_metrics.items():
+                for name, v in values.items():
+                    rows[name][c] = v
+        self.writer.write_final("zeroshot", -1, rows, self.client_domain, self.n_domains)
+        sys.stdout.write(f"zero-shot  test acc {np.nanmean(rows['test_accuracy']):.3f}  (CLIP, before training)\n")
+        sys.stdout.flush()
+
     def round(self, r: int, selected: np.ndarray, evaluate: bool, gathered: list, comm: dict, round_start: float):
         t = time.perf_counter()
         rows = {name: np.full(self.cfg.clients, np.nan) for name in CLIENT_METRICS}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpcfed.config import Config
+from hpcfed.config import Config, MethodConfig
 from hpcfed.data import Listing, load_listing
 from hpcfed.data.verify import verify_images
 from hpcfed.errors import CheckpointError, DataError, RunFileExists, SplitError
@@ -117,8 +117,9 @@ def shared_splits(cfg: Config, rt: Runtime, listing: Listing, overwrite: bool, r
 # ---- the client host -------------------------------------------------------------------------------------------
 
 
-def build_host(cfg: Config, rt: Runtime, listing: Listing, splits: Splits, my_clients: list[int]):
-    """The frozen backbone with the method's parameters attached and this rank's clients (`rt`: only its device)."""
+def build_host(cfg: Config, rt: Runtime, listing: Listing, splits: Splits, my_clients: list[int], images=None):
+    """The frozen backbone with the method's parameters attached and this rank's clients (`rt`: only its device;
+    `images`: an ImageSource to share, e.g. with its decoded images already in memory)."""
     import torch
 
     from hpcfed.data.images import ImageSource
@@ -132,9 +133,19 @@ def build_host(cfg: Config, rt: Runtime, listing: Listing, splits: Splits, my_cl
     method = METHODS[cfg.method.name](cfg.method.options)
     init = torch.Generator().manual_seed(torch_seed(cfg.seed, Stream.INIT, 1))
     added = method.attach(clip, init).to(rt.device)
-    images = ImageSource(listing, preprocess, cache=cfg.data.cache_images, invert=cfg.data.invert)
+    images = images or ImageSource(listing, preprocess, cache=cfg.data.cache_images, invert=cfg.data.invert)
     return ClientHost(cfg, clip, added, method, images, listing.labels, listing.class_names, tokenizer, splits,
                       my_clients, rt.device)
+
+
+def zero_shot_metrics(cfg: Config, rt: Runtime, listing: Listing, splits: Splits, host) -> dict[int, dict]:
+    """Every metric of this rank's clients under CLIP zero-shot (the same backbone, splits, prompts and images,
+    no added parameters): the baseline each client's personalization is measured against."""
+    if host is None:
+        return {}
+    baseline = build_host(dataclasses.replace(cfg, method=MethodConfig("zeroshot")), rt, listing, splits,
+                          sorted(host.clients), images=host.images)
+    return {c: baseline.evaluate(baseline.clients[c]) for c in baseline.clients}
 
 
 # ---- resume point and run file ---------------------------------------------------------------------------------
@@ -213,6 +224,7 @@ class RunSetup:
     writer: RunWriter | None  # rank 0
     first_round: int
     n_domains: int
+    zero_shot: list | None  # rank 0 of a fresh run with eval_zero_shot: per rank {client: metrics}
     n_shared: int  # floats in the shared buffer
     n_published: int  # floats a client publishes per round (0: the method publishes nothing)
     payload: tuple[int, int]  # floats a participating client uploads and downloads per round
@@ -238,6 +250,9 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
     placement = place_clients(splits.train_sizes(), rt.size - 1)
     my_clients = [] if rt.is_server else placement[rt.rank - 1]
     host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients))
+    zero_shot = None
+    if cfg.eval_zero_shot and start is None:  # before the feature cache: the baseline reads pixels
+        zero_shot = rt.gather_to_server(agree(world, lambda: zero_shot_metrics(cfg, rt, listing, splits, host)))
     if cfg.extract.enabled:
         from hpcfed.extract.stage import prepare_cache
 
@@ -257,7 +272,7 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
         if rt.is_server:
             sys.stdout.write(f"resuming {cfg.output_path} at round {start.round + 1} from {start.path}\n")
     return RunSetup(splits, placement, my_clients, host, writer, 0 if start is None else start.round, n_domains,
-                    n_shared, n_published, payload)
+                    zero_shot, n_shared, n_published, payload)
 
 
 def extract_only(cfg: Config, rt: Runtime, overwrite: bool = False) -> Path:

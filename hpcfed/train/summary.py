@@ -1,4 +1,6 @@
-"""The per-client table printed at the end of `hpcfed train`."""
+"""The per-client table printed at the end of `hpcfed train`: each client's accuracy on its own test split under
+CLIP zero-shot (before training), after the first round, at the round selected on validation, and at the last;
+for base-to-novel runs also Local / Base / Novel / HM against zero-shot."""
 
 from __future__ import annotations
 
@@ -9,19 +11,45 @@ import numpy as np
 from hpcfed.results import open_run
 
 
+def _column(f, which: str) -> np.ndarray | None:
+    round_key = f"final/{which}_round"
+    if round_key not in f or (which != "zeroshot" and int(f[round_key][()]) < 0):
+        return None
+    values = f[f"final/{which}/test_accuracy"][:]
+    return values if np.isfinite(values).any() else None
+
+
 def print_client_table(path: Path) -> None:
     with open_run(path) as f:
         acc = f["metrics/client/test_accuracy"][:]
-        done = int(f["progress/rounds_done"][()])
         domains = [d.decode() if isinstance(d, bytes) else d for d in f["splits/domain_names"][:]]
         client_domain = f["splits/client_domain"][:]
         sizes = [(len(f[f"splits/clients/{i}/train"]), len(f[f"splits/clients/{i}/test"]))
                  for i in range(acc.shape[1])]
-    evaluated = [r for r in range(done) if not np.all(np.isnan(acc[r]))]
-    first, last = evaluated[0], evaluated[-1]
-    print(f"\n{'client':>6}  {'domain':<14} {'train':>5} {'test':>5}  {'acc round ' + str(first + 1):>13}  "
-          f"{'acc round ' + str(last + 1):>13}")
+        columns = {}
+        zero_shot = _column(f, "zeroshot")
+        if zero_shot is not None:
+            columns["zero-shot"] = zero_shot
+        evaluated = [r for r in range(int(f["progress/rounds_done"][()])) if np.isfinite(acc[r]).any()]
+        columns[f"round {evaluated[0] + 1}"] = acc[evaluated[0]]
+        for which in ("selected", "last"):
+            values = _column(f, which)
+            if values is not None:
+                columns[f"{which} (r{int(f[f'final/{which}_round'][()]) + 1})"] = values
+        summary = {which: {m: float(f[f"final/{which}/summary/{m}"][()]) for m in f[f"final/{which}/summary"]}
+                   for which in ("zeroshot", "selected", "last") if _column(f, which) is not None}
+    print(f"\n{'client':>6}  {'domain':<14} {'train':>5} {'test':>5}" + "".join(f"  {c:>14}" for c in columns))
     for c in range(acc.shape[1]):
         domain = domains[client_domain[c]] if client_domain[c] >= 0 else "mixed"
-        print(f"{c:>6}  {domain:<14} {sizes[c][0]:>5} {sizes[c][1]:>5}  {acc[first, c]:>13.3f}  {acc[last, c]:>13.3f}")
-    print(f"{'mean':>6}  {'':<14} {'':>5} {'':>5}  {np.nanmean(acc[first]):>13.3f}  {np.nanmean(acc[last]):>13.3f}")
+        print(f"{c:>6}  {domain:<14} {sizes[c][0]:>5} {sizes[c][1]:>5}"
+              + "".join(f"  {v[c]:>14.3f}" for v in columns.values()))
+    print(f"{'mean':>6}  {'':<14} {'':>5} {'':>5}" + "".join(f"  {np.nanmean(v):>14.3f}" for v in columns.values()))
+    if zero_shot is not None and "selected" in summary:
+        gain = columns[next(k for k in columns if k.startswith("selected"))] - zero_shot
+        print(f"selected round vs zero-shot: mean {np.nanmean(gain):+.3f}, "
+              f"{int(np.sum(gain < 0))} of {len(gain)} clients below their zero-shot accuracy")
+    if summary and np.isfinite(summary[next(iter(summary))].get("novel_accuracy", np.nan)):
+        print(f"\n{'':<10}" + "".join(f"{m:>8}" for m in ("Local", "Base", "Novel", "HM")))
+        for which, values in summary.items():
+            print(f"{which:<10}" + "".join(f"{values[m]:>8.3f}" for m in ("test_accuracy", "base_accuracy",
+                                                                          "novel_accuracy", "hm")))
