@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,7 @@ from hpcfed.errors import ConfigError
 from hpcfed.methods import METHODS
 from hpcfed.results import open_run
 
-from conftest import REPO, make_image_tree
+from conftest import HPCFED, REPO, make_image_tree, run_mpi
 
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not p.name.startswith("_"))
 
@@ -112,3 +113,26 @@ def test_office_home_config_spreads_ten_clients_over_four_domains(tmp_path):
     per_domain = np.bincount(domains, minlength=4)
     assert per_domain.min() >= 1 and per_domain[0] == per_domain.min()  # the smallest domain gets fewest clients
     assert Path(out).exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("method", ["plora", "fedclip"])
+def test_a_published_config_trains_another_method_by_switching_only_its_name(tmp_path, method):
+    """configs/compare.yaml names pfedmma; one round of another method under mpiexec, at that method's recipe."""
+    out = tmp_path / f"{method}.h5"
+    done = run_mpi(2, [str(HPCFED), "train", str(REPO / "configs/compare.yaml"), "-o", f"method.name={method}",
+                       "-o", "rounds=1", "-o", f"output={out}"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = load_config(REPO / "configs/compare.yaml", [f"method.name={method}"]).train
+    with h5py.File(out, "r") as f:
+        stored = yaml_config(f)
+        assert f["status"][()].decode() == "finished" and np.isfinite(f["final/last/test_accuracy"][:]).all()
+    assert stored["method"]["name"] == method
+    assert (stored["train"]["optimizer"], stored["train"]["lr"]) == (expected.optimizer, expected.lr)
+    assert (expected.optimizer, expected.lr) == {"plora": ("adamw", 2e-4), "fedclip": ("adam", 5e-5)}[method]
+
+
+def yaml_config(f) -> dict:
+    import yaml
+
+    return yaml.safe_load(f["config"].asstr()[()])
