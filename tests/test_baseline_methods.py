@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import math
 import sys
 from pathlib import Path
@@ -368,17 +369,25 @@ def test_pfedmoap_local_training_starts_from_the_global_prompt(image_tree):
     assert [int(c.local["params.expert_in_use"].sum()) for c in host.clients.values()] == [1, 1]
 
 
-def test_pfedmoap_trained_prompts_survive_a_checkpoint_bitwise(image_tree):
+def test_pfedmoap_resumed_from_a_checkpoint_continues_bitwise(image_tree):
     host = pfedmoap_host(image_tree)
     for r in (0, 1):
         train_and_aggregate(host, r)
-    states = copy.deepcopy((host.client_states(), host.global_state()))
-    fresh = pfedmoap_host(image_tree)
-    fresh.set_global_state(states[1])
-    for index, state in states[0].items():
-        fresh.set_client_state(index, state)
+    saved = io.BytesIO()  # what checkpoint.save writes and checkpoint.load reads back
+    torch.save((host.client_states(), host.global_state()), saved)
+    saved.seek(0)
+    clients, global_state = torch.load(saved, weights_only=True)
+    resumed = pfedmoap_host(image_tree)
+    resumed.set_global_state(global_state)
+    for index, state in clients.items():
+        resumed.set_client_state(index, state)
+    for index in (0, 1):  # the own trained prompts came back: evaluation as before the checkpoint
+        assert host.evaluate(host.clients[index]) == resumed.evaluate(resumed.clients[index])
+    for h in (host, resumed):
+        train_and_aggregate(h, 2)
+    assert torch.equal(host.global_shared, resumed.global_shared) and torch.equal(host.published, resumed.published)
     for index in (0, 1):
-        assert host.evaluate(host.clients[index]) == fresh.evaluate(fresh.clients[index])
+        assert host.evaluate(host.clients[index]) == resumed.evaluate(resumed.clients[index])
 
 
 EXPECTED_FLOATS = {  # per participant and round, hpcfed-tiny: text width 128, embedding 128, 16 context tokens
