@@ -97,6 +97,20 @@ def test_reference_hyperparameters_fill_only_unset_train_keys():
         METHODS.remove("tuned_for_test")
 
 
+def test_evaluated_as_trained_applies_only_to_shared_parameters():
+    from hpcfed.methods.base import Method
+
+    class Declared(Method):
+        shared = ("prompt",)
+        evaluated_as_trained = ("prompt", "gate.*")  # gate.* is not shared: already personal, nothing to keep
+
+    method = Declared()
+    assert method.is_evaluated_as_trained("prompt") and not method.is_evaluated_as_trained("gate.weight")
+    pfedmoap = METHODS["pfedmoap"]()
+    assert pfedmoap.is_evaluated_as_trained("params.prompt") and not pfedmoap.is_evaluated_as_trained("params.experts")
+    assert not any(METHODS[name].evaluated_as_trained for name in ("pfedmma", "promptfl", "fedavg", "fedpgp"))
+
+
 def test_harmonic_mean_of_local_base_novel():
     assert harmonic_mean(0.9, 0.6, 0.3) == pytest.approx(3 / (1 / 0.9 + 1 / 0.6 + 1 / 0.3))
     assert harmonic_mean(97.17, 77.40, 81.49) == pytest.approx(84.55, abs=0.01)  # pFedMMA averages, §1.7

@@ -18,6 +18,10 @@ class Method:
     # Glob patterns over added-parameter names that are communicated and averaged ("*" shares everything,
     # () nothing); every other added parameter stays on its client and never enters an MPI call.
     shared: ClassVar[tuple[str, ...]] = ()
+    # Glob patterns among the shared parameters that each client is evaluated with as it trained them: their
+    # average only starts the next local training, and a client keeps its own trained copy as personal state
+    # (pFedMoAP evaluates each client's own prompt, methods.md §3). A client that never trained uses the average.
+    evaluated_as_trained: ClassVar[tuple[str, ...]] = ()
     # Glob patterns of parameters whose latest per-client values every client can read after each round
     # (e.g. pFedMoAP's prompt experts); the runtime gathers them into a table, see before_local_training.
     published: ClassVar[tuple[str, ...]] = ()
@@ -59,6 +63,9 @@ class Method:
 
     def is_shared(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.shared)
+
+    def is_evaluated_as_trained(self, name: str) -> bool:
+        return self.is_shared(name) and any(fnmatch.fnmatchcase(name, p) for p in self.evaluated_as_trained)
 
     def prompt_texts(self, class_names: list[str], template: str) -> list[str]:
         return [template.format(name) for name in class_names]

@@ -3,7 +3,7 @@ persistent virtual clients whose personal state is swapped in and out of those p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ class Client:
     optimizer: torch.optim.Optimizer | None  # persistent per-client state (momentum), never shared
     data_rng: np.random.Generator  # data order; one stream per client, independent of the rank
     scaler: torch.amp.GradScaler | None = None  # fp16 autocast only: the loss scale is per-client state
+    # Its own trained values of the method's `evaluated_as_trained` shared parameters; empty until it trains.
+    trained_shared: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ClientHost:
         named = list(added.named_parameters())
         self.shared_params = [p for name, p in named if method.is_shared(name)]
         self.local_params = {name: p for name, p in named if not method.is_shared(name)}
+        self.evaluated_as_trained = {name: p for name, p in named if method.is_evaluated_as_trained(name)}
         self.published_params = [p for name, p in named if method.is_published(name)]
         # Parameters a method adds with requires_grad=False are per-client state that is not trained.
         self.trainable = [p for _, p in named if p.requires_grad]
@@ -128,19 +131,24 @@ class ClientHost:
         return self.stage
 
     @torch.no_grad()
-    def load(self, local: dict[str, torch.Tensor]) -> None:
-        """Put personal parameters `local` and the current global shared state into the model."""
+    def load(self, local: dict[str, torch.Tensor], trained_shared: dict[str, torch.Tensor] | None = None) -> None:
+        """Put personal parameters `local` and the current global shared state into the model; with
+        `trained_shared`, a client's own copies replace the global values of those shared parameters."""
         for name, p in self.local_params.items():
             p.copy_(local[name])
         offset = 0
         for p in self.shared_params:
             p.copy_(self.global_shared[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
+        for name, value in (trained_shared or {}).items():
+            self.evaluated_as_trained[name].copy_(value)
 
     @torch.no_grad()
     def store(self, client: Client) -> None:
         for name, p in self.local_params.items():
             client.local[name].copy_(p)
+        for name, p in self.evaluated_as_trained.items():
+            client.trained_shared[name] = p.detach().clone()
 
     def _proximal(self, anchor: list[torch.Tensor]) -> torch.Tensor:
         # FedProx: keep the shared parameters near the global state they started the round from.
@@ -189,7 +197,8 @@ class ClientHost:
     def client_states(self) -> dict[int, dict]:
         """What a checkpoint keeps of each hosted client (its personal state; the rest is rebuilt from the config)."""
         return {i: {"local": c.local, "optimizer": c.optimizer.state_dict() if c.optimizer else None,
-                    "data_rng": c.data_rng.bit_generator.state, "scaler": c.scaler.state_dict() if c.scaler else None}
+                    "data_rng": c.data_rng.bit_generator.state, "scaler": c.scaler.state_dict() if c.scaler else None,
+                    "trained_shared": c.trained_shared}
                 for i, c in self.clients.items()}
 
     def set_client_state(self, index: int, state: dict) -> None:
@@ -201,6 +210,9 @@ class ClientHost:
         client.data_rng.bit_generator.state = state["data_rng"]
         if client.scaler is not None and state.get("scaler"):
             client.scaler.load_state_dict(state["scaler"])
+        # Replaced, not merged: a state without trained copies is a client that has not trained yet.
+        client.trained_shared = {name: self.evaluated_as_trained[name].detach().clone().copy_(value)
+                                 for name, value in state.get("trained_shared", {}).items()}
 
     def global_state(self) -> dict:
         return {"shared": self.global_shared, "published": self.published, "published_known": self.published_known}
@@ -253,8 +265,9 @@ class ClientHost:
 
     def evaluate(self, client: Client) -> dict[str, float]:
         """Every metric of one client (methods.md §1.7): Local = its own test split; Base and Novel = the
-        global base/novel test sets; global = the shared part with untrained personal parameters."""
-        self.load(client.local)
+        global base/novel test sets; global = the shared part with untrained personal parameters. A method's
+        `evaluated_as_trained` parameters are the client's own trained copies (the average until it has trained)."""
+        self.load(client.local, client.trained_shared)
         out = {}
         out["val_accuracy"], out["val_loss"] = self._accuracy(client.split.val, self.train_task)
         out["test_accuracy"], out["test_loss"] = self._accuracy(client.split.test, self.train_task)
@@ -263,7 +276,7 @@ class ClientHost:
             out["novel_accuracy"], _ = self._accuracy(self.splits.novel_test, self.novel_task)
             out["hm"] = harmonic_mean(out["test_accuracy"], out["base_accuracy"], out["novel_accuracy"])
         if self.n_shared > 0:
-            if self.local_params:
+            if self.local_params or client.trained_shared:
                 self.load(self.initial_local)
                 out["global_accuracy"], _ = self._accuracy(client.split.test, self.train_task)
             else:
