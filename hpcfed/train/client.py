@@ -168,14 +168,21 @@ class ClientHost:
         anchor = [p.detach().clone() for p in self.shared_params] if self.cfg.train.prox_mu > 0 else None
         self.clip.train()
         train_index, losses = client.split.train, []
-        n_views = self.cfg.train.augment_views
-        for _ in range(self.cfg.train.local_epochs):
+        n_views = self.cfg.train.augment_views  # > 0 only with train.augment (config validation)
+        fresh_crops = self.cfg.train.augment and n_views == 0
+        for epoch in range(self.cfg.train.local_epochs):
             order = train_index[client.data_rng.permutation(len(train_index))]
             views = client.data_rng.integers(n_views, size=len(order)) if n_views else None  # one view per epoch
+            # Crops from their own stream: the data order of runs without augmentation stays what it was.
+            crop_rng = generator(self.cfg.seed, Stream.CLIENT_AUGMENT, client.index, round_index, epoch) \
+                if fresh_crops else None
             for start in range(0, len(order), self.cfg.train.batch_size):
                 batch = order[start:start + self.cfg.train.batch_size]
-                images = self.images.batch(batch, self.device,
-                                           None if views is None else views[start:start + len(batch)])
+                if crop_rng is not None:
+                    images = self.images.augmented_batch(batch, crop_rng, self.device)
+                else:
+                    images = self.images.batch(batch, self.device,
+                                               None if views is None else views[start:start + len(batch)])
                 labels = self.train_task.label_index[self.labels[batch]].to(self.device)
                 with self.autocast(training=True):
                     loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
