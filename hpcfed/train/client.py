@@ -26,7 +26,7 @@ class Client:
     local: dict[str, torch.Tensor]  # personal parameters, never communicated
     optimizer: torch.optim.Optimizer | None  # persistent per-client state (momentum), never shared
     data_rng: np.random.Generator  # data order; one stream per client, independent of the rank
-    scaler: torch.amp.GradScaler | None = None  # precision amp (fp16) only: the loss scale is per-client state
+    scaler: torch.amp.GradScaler | None = None  # fp16 autocast only: the loss scale is per-client state
 
 
 @dataclass
