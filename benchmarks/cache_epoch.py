@@ -2,8 +2,8 @@
 alternating: pFedMMA on ViT-B-16 (random init, 224 px) and on the shipped tiny CLIP; PromptFL (image tower
 frozen: the cache holds embeddings) for contrast. Training uses 4 fixed augmented views per image.
 
-For ViT-B-16 pFedMMA a third variant runs the reference codebases' pattern: images decoded and augmented
-again every epoch, and the text tower over the full 77-token context."""
+For ViT-B-16 pFedMMA a third variant runs the reference codebases' pattern: images decoded and cropped afresh
+every epoch, and the text tower over the full 77-token context."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, refe
     tree = {**overrides, "method": f"{{name: {method}}}", "clients": 1, "partition.scheme": "iid", "partition.shots": 0,
             "train.batch_size": batch, "train.local_epochs": 1, "output": str(out / f"{method}.h5"),
             "extract.enabled": True, "extract.dir": str(out / "cache"), "data.domains": "[noto]",
-            "train.augment_views": VIEWS}
+            "train.augment": True, "train.augment_views": VIEWS}
     cfg = load_config(REPO / "configs/demo.yaml", [f"{k}={'null' if v is None else v}" for k, v in tree.items()])
     rt = init_runtime("cpu", 1)
     listing = load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
@@ -48,11 +48,13 @@ def _hosts(overrides: dict, method: str, shots: int, batch: int, out: Path, refe
     extract_s = time.perf_counter() - t
     hosts["cache"].use_feature_cache(path, cut)
     if reference:
-        # The reference pattern, for this benchmark only: no decoded-image memory, the untrimmed text context.
+        # The reference pattern, for this benchmark only: fresh crops decoded from disk every epoch (no
+        # decoded-image memory), the untrimmed text context.
         trim, client_module.trim_text_context = client_module.trim_text_context, lambda clip, token_sets: None
         try:
             hosts["reference"] = build_host(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
-                                            cache_images=False)), rt, listing, splits, [0])
+                                            cache_images=False), train=dataclasses.replace(cfg.train,
+                                            augment_views=0)), rt, listing, splits, [0])
         finally:
             client_module.trim_text_context = trim
     return {"hosts": hosts, "extract_s": extract_s, "cut": cut, "images": shots + 2}

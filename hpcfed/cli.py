@@ -181,7 +181,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help=OVERRIDE_HELP)
 @click.option("--views", type=int, metavar="K", help="K fixed augmented views per training image (sets "
-              "train.augment_views; train with the same value to use the cache).")
+              "train.augment: true and train.augment_views; train with the same values to use the cache).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if a cache with this key exists.")
 def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrite: bool) -> None:
     """Compute the frozen prefix of the image tower once for every image of CONFIG's splits (fp16, HDF5).
@@ -192,7 +192,8 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
     when missing. Run it under MPI to split the work: mpiexec -n 4 hpcfed extract configs/demo.yaml
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cfg = _load(config, overrides + ((f"train.augment_views={views}",) if views is not None else ()))
+    views_overrides = (f"train.augment={'true' if views else 'false'}", f"train.augment_views={views}")
+    cfg = _load(config, overrides + (views_overrides if views is not None else ()))
     from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.setup import extract_only
 
@@ -200,8 +201,9 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
     with abort_on_error(rt.world):
         path = extract_only(cfg, rt, overwrite)
         if rt.is_server:
-            click.echo(f"cache: {path}  (train with -o extract.enabled=true"
-                       f"{f' -o train.augment_views={cfg.train.augment_views}' if cfg.train.augment_views else ''})")
+            k = cfg.train.augment_views
+            views_hint = f" -o train.augment=true -o train.augment_views={k}" if k else ""
+            click.echo(f"cache: {path}  (train with -o extract.enabled=true{views_hint})")
 
 
 @main.command()

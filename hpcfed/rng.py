@@ -16,6 +16,7 @@ class Stream(IntEnum):
     SAMPLING = 3
     CLIENT_DATA = 4
     CLIENT_TORCH = 5
+    CLIENT_AUGMENT = 6  # crops and flips, per (client, round, epoch): nothing to checkpoint
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:

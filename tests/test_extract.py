@@ -99,7 +99,7 @@ def tree(tmp_path_factory) -> Path:
 
 def test_training_from_the_cache_gives_the_metrics_of_training_from_images(tmp_path, tree):
     # With augmentation on: the K fixed views make the cached and the image path see the same pixels.
-    common = {"rounds": 2, "train.augment_views": 2, "extract.dir": str(tmp_path / "cache")}
+    common = {"rounds": 2, "train.augment": True, "train.augment_views": 2, "extract.dir": str(tmp_path / "cache")}
     images = write_config(tmp_path / "images.yaml", tree, **common)
     exact = write_config(tmp_path / "exact.yaml", tree, **common, **{"extract.enabled": True,
                                                                      "extract.dtype": "float32"})

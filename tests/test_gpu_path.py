@@ -1,5 +1,6 @@
-"""The GPU code path, exercised on CPU: autocast (bf16 here; fp16 with a per-client gradient scaler where bf16
-is missing) and the Allreduce buffer handed to MPI as a device tensor (runtime.cuda_aware_mpi)."""
+"""The GPU code path, exercised on CPU: autocast by train.precision (amp: fp16 with a per-client gradient scaler in
+training, fp32 evaluation; bf16: bf16 in both) and the Allreduce buffer handed to MPI as a device tensor
+(runtime.cuda_aware_mpi)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_device_buffer_path_gives_bitwise_the_metrics_of_the_host_buffer(tmp_pat
         np.testing.assert_array_equal(runs["host"][key], runs["device"][key], err_msg=key)
 
 
-def test_amp_trains_under_bf16_autocast_on_cpu(tmp_path, image_tree):
+def test_amp_training_runs_end_to_end_and_stays_close_to_fp32(tmp_path, image_tree):
     runs = {}
     for precision in ("fp32", "amp"):
         cfg = write_config(tmp_path / f"{precision}.yaml", image_tree, rounds=2, **{"train.precision": precision})
@@ -42,21 +43,67 @@ def test_amp_trains_under_bf16_autocast_on_cpu(tmp_path, image_tree):
         runs[precision] = metrics(tmp_path / f"{precision}.h5")
     fp32, amp = runs["fp32"]["train_loss"], runs["amp"]["train_loss"]
     assert np.isfinite(amp[~np.isnan(fp32)]).all()
-    assert not np.array_equal(fp32, amp)  # autocast really ran in bf16
+    assert not np.array_equal(fp32, amp)  # autocast really ran in fp16
     np.testing.assert_allclose(amp, fp32, rtol=0.05, equal_nan=True)  # and stayed close to fp32
 
 
-def test_fp16_autocast_keeps_a_loss_scale_per_client_and_checkpoints_it(image_tree):
+def host_with(image_tree, precision: str):
     listing = read_imagefolder(image_tree, domain_level=True)
     cfg = parse_config({"clients": 2, "model": {"name": "hpcfed-tiny"}, "method": {"name": "pfedmma"},
                         "data": {"dataset": "imagefolder", "root": str(image_tree), "domains": ["a", "b"]},
                         "partition": {"scheme": "domain_dirichlet", "clients_per_domain": 1},
-                        "train": {"lr": 0.01, "batch_size": 8, "precision": "amp"}})
-    host = build_host(cfg, SimpleNamespace(device="cpu"), listing, make_splits(listing, cfg.partition, 2, 0), [0, 1])
-    assert host.amp_dtype == torch.bfloat16 and host.clients[0].scaler is None  # what a CPU gets
-    host.amp_dtype = torch.float16  # what a GPU without bf16 gets
-    for client in host.clients.values():
-        client.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+                        "train": {"lr": 0.01, "batch_size": 8, "precision": precision}})
+    return build_host(cfg, SimpleNamespace(device="cpu"), listing, make_splits(listing, cfg.partition, 2, 0), [0, 1])
+
+
+def record_autocast(host, hook: str, seen: list) -> None:
+    """Wrap the method's `hook` to note, per call, (autocast on?, autocast dtype, dtype of what it returned)."""
+    inner = getattr(host.method, hook)
+
+    def wrapped(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), out.dtype))
+        return out
+
+    setattr(host.method, hook, wrapped)
+
+
+def test_amp_trains_under_fp16_autocast_with_a_gradient_scaler(image_tree):
+    host = host_with(image_tree, "amp")
+    seen, scaled = [], []
+    record_autocast(host, "training_loss", seen)
+    scaler = host.clients[0].scaler
+    assert all(isinstance(c.scaler, torch.amp.GradScaler) for c in host.clients.values())
+    scale = scaler.scale
+    scaler.scale = lambda loss: scaled.append(loss) or scale(loss)
+    assert np.isfinite(host.train(host.clients[0], 0))
+    assert seen and all(on and dtype == torch.float16 for on, dtype, _ in seen)
+    assert len(scaled) == len(seen)  # every step's loss went through the scaler
+
+
+def test_amp_evaluates_in_fp32_with_autocast_off(image_tree):
+    host = host_with(image_tree, "amp")
+    host.train(host.clients[0], 0)
+    seen = []
+    record_autocast(host, "logits", seen)
+    host.evaluate(host.clients[0])
+    assert seen and all(not on and out == torch.float32 for on, _, out in seen)
+
+
+def test_bf16_trains_and_evaluates_under_bf16_autocast_without_a_scaler(image_tree):
+    host = host_with(image_tree, "bf16")
+    train, evaluate = [], []
+    record_autocast(host, "training_loss", train)
+    record_autocast(host, "logits", evaluate)
+    host.train(host.clients[0], 0)
+    host.evaluate(host.clients[0])
+    assert host.clients[0].scaler is None
+    assert train and all(on and dtype == torch.bfloat16 for on, dtype, _ in train)
+    assert evaluate and all(on and out == torch.bfloat16 for on, _, out in evaluate)
+
+
+def test_fp16_autocast_keeps_a_loss_scale_per_client_and_checkpoints_it(image_tree):
+    host = host_with(image_tree, "amp")
     loss = host.train(host.clients[0], 0)
     assert np.isfinite(loss)
     state = host.client_states()

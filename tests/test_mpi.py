@@ -26,14 +26,15 @@ def metrics(path: Path) -> dict[str, np.ndarray]:
 def runs_on_2_and_4_ranks(tmp_path_factory, image_tree):
     out = {}
     for n in (2, 4):
-        cfg = write_config(tmp_path_factory.mktemp(f"n{n}") / "run.yaml", image_tree)
+        # Fresh crops every epoch: they too must come from per-client streams, never from the rank.
+        cfg = write_config(tmp_path_factory.mktemp(f"n{n}") / "run.yaml", image_tree, **{"train.augment": True})
         done = run_mpi(n, [str(HPCFED), "train", str(cfg)])
         assert done.returncode == 0, done.stderr[-3000:]
         out[n] = (cfg.with_suffix(".h5"), done)
     return out
 
 
-def test_rank_count_does_not_change_per_client_metrics(runs_on_2_and_4_ranks):
+def test_rank_count_does_not_change_per_client_metrics_with_fresh_crops(runs_on_2_and_4_ranks):
     two, four = metrics(runs_on_2_and_4_ranks[2][0]), metrics(runs_on_2_and_4_ranks[4][0])
     for name in ("test_accuracy", "val_accuracy"):
         np.testing.assert_array_equal(two[name], four[name])

@@ -21,7 +21,9 @@ ROUNDS = 5
 
 
 def config(path: Path, image_tree: Path, **runtime) -> Path:
-    return write_config(path, image_tree, rounds=ROUNDS, participation=1.0, runtime=runtime)
+    # Fresh crops every epoch: a resumed run must draw the crops the uninterrupted one drew.
+    return write_config(path, image_tree, rounds=ROUNDS, participation=1.0, runtime=runtime,
+                        **{"train.augment": True})
 
 
 def train(n: int, cfg: Path, *args: str, env: dict | None = None):

@@ -56,11 +56,15 @@ class TrainConfig:
     reset_optimizer: bool = False  # a fresh optimizer per client per round instead of persistent state
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
-    # amp: autocast in bf16 where supported, else fp16 with a gradient scaler (methods.md)
-    precision: str = option("fp32", choices=("fp32", "amp"))
-    # 0: no augmentation; K: K fixed random-resized-crop+flip views per image, one per epoch
-    augment_views: int = option(0, ge=0, le=256, fix="0 turns augmentation off; e.g. 8 gives each training image "
-                                "8 fixed augmented views")
+    # fp32; amp: the reference's fp16 autocast + GradScaler in training, evaluation in fp32 (methods.md §1.2);
+    # bf16: bf16 autocast in training and evaluation (no scaler)
+    precision: str = option("fp32", choices=("fp32", "amp", "bf16"))
+    # RandomResizedCrop + horizontal flip of the training images (methods.md §1.2): fresh crops every epoch, or
+    # with augment_views K, K fixed views per image (what the feature cache can hold)
+    augment: bool = False
+    # 0: fresh crops every epoch (no feature cache); K: K fixed views per image, one picked per epoch
+    augment_views: int = option(0, ge=0, le=256, fix="0 draws fresh crops every epoch; e.g. 8 gives each training "
+                                "image 8 fixed augmented views (the feature cache needs K > 0)")
 
 
 @dataclass

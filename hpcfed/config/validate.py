@@ -29,6 +29,15 @@ def validate(c: Config, check_weights: bool = True) -> None:
              "keep both in [0, 1) with a sum below 1, e.g. 0.1 and 0.3")
     _require("{}" in c.data.prompt, "data.prompt", f"has no '{{}}' for the class name: {c.data.prompt!r}",
              "write it like 'a photo of a {}.'")
+    t = c.train
+    _require(t.augment or t.augment_views == 0, "train.augment_views",
+             f"{t.augment_views} fixed augmented views per image, but train.augment is false, so none would be used",
+             "set train.augment: true to train on them, or train.augment_views: 0")
+    _require(not (t.augment and c.extract.enabled and t.augment_views == 0), "train.augment_views",
+             "is 0 with train.augment and extract.enabled: fresh crops every epoch cannot come from the feature "
+             "cache, which holds K fixed views per image",
+             "set train.augment_views to K > 0 (e.g. 8) to train on K cached views per image, or extract.enabled: "
+             "false for fresh crops every epoch")
     PARTITIONERS[p.scheme], DATASETS[c.data.dataset]  # noqa: B018  (an unknown name raises, naming the key)
     # Each method declares its own options; unknown, mistyped or out-of-range ones fail here as method.<key>.
     method_cls = METHODS[c.method.name]

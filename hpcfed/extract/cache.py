@@ -4,7 +4,8 @@ named by its key (model, weights, dataset listing, transform, views, cut, dtype)
     <extract.dir>/<key>.h5   attrs: the key's parts (JSON) and a digest of the image files' sizes and times
       /eval_index [n]            images seen under the eval transform (sorted dataset indices): val, test,
                                  and the training images when there is no augmentation
-      /view_index [m]            training images with K fixed augmented views each (train.augment_views)
+      /view_index [m]            training images with K fixed augmented views each (train.augment with
+                                 train.augment_views K)
       /features [n + m*K, ...]   prefix outputs: eval rows first, then the K views of each training image
 
 Each rank extracts a contiguous slice into <key>.parts/rank-NNNNN.h5; rank 0 copies the slices into the final
@@ -56,9 +57,14 @@ def cache_parts(cfg, listing: Listing, preprocess, cut: Cut, weights_file: Path 
     """Everything the cached features depend on. Random-init backbones depend on the run's seed."""
     weights = (f"file {file_digest(weights_file)}" if weights_file else
                f"open_clip tag {cfg.model.pretrained}" if cfg.model.pretrained else f"random init, seed {cfg.seed}")
-    return {"format": FORMAT, "model": cfg.model.name, "weights": weights, "listing": listing.digest(),
-            "transform": repr(preprocess).replace("\n", " "), "invert": cfg.data.invert,
-            "views": cfg.train.augment_views, "cut": cut.block, "blocks": cut.n_blocks, "dtype": cfg.extract.dtype}
+    parts = {"format": FORMAT, "model": cfg.model.name, "weights": weights, "listing": listing.digest(),
+             "transform": repr(preprocess).replace("\n", " "), "invert": cfg.data.invert,
+             "views": cfg.train.augment_views, "cut": cut.block, "blocks": cut.n_blocks, "dtype": cfg.extract.dtype}
+    if cfg.train.augment_views:
+        # 2: views fall back to torchvision's central crop (version 1 took the central square); caches without
+        # views keep their key
+        parts["view_crops"] = 2
+    return parts
 
 
 def cache_key(parts: dict) -> str:

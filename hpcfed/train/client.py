@@ -11,6 +11,7 @@ import torch
 
 from hpcfed.config import Config
 from hpcfed.data.images import ImageSource
+from hpcfed.errors import ConfigError
 from hpcfed.methods import Method
 from hpcfed.metrics import harmonic_mean
 from hpcfed.models import trim_text_context
@@ -36,6 +37,11 @@ class Task:
 
     tokens: torch.Tensor
     label_index: torch.Tensor  # dataset label -> class index in this task, -1 outside it
+
+
+# train.precision -> (autocast dtype in training, in evaluation); None: fp32, autocast off. amp is the reference's
+# fp16 autocast with a GradScaler, evaluated in full precision (methods.md §1.2).
+AUTOCAST = {"fp32": (None, None), "amp": (torch.float16, None), "bf16": (torch.bfloat16, torch.bfloat16)}
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: Config) -> torch.optim.Optimizer | None:
@@ -83,10 +89,11 @@ class ClientHost:
         self.trainable = [p for _, p in named if p.requires_grad]
         self.published: torch.Tensor | None = None  # [clients, n] latest published values of every client
         self.published_known: torch.Tensor | None = None
-        # methods.md trains under AMP: bf16 where the device has it (no scaler needed), else fp16 with a scaler.
         self.device_type = device_type = torch.device(device).type
-        bf16 = device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_bf16_supported())
-        self.amp_dtype = None if cfg.train.precision == "fp32" else torch.bfloat16 if bf16 else torch.float16
+        self.train_dtype, self.eval_dtype = AUTOCAST[cfg.train.precision]
+        if cfg.train.precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.precision", f"bf16 on {torch.cuda.get_device_name()}, which has no bf16",
+                              "use precision: amp (fp16 with a gradient scaler, as the reference) or fp32")
         # Shared parameters leave a GPU through pinned memory: an asynchronous DMA instead of a pageable copy.
         self.stage = torch.empty(self.n_shared, pin_memory=device_type == "cuda")
         # Every client starts from the same initial parameters (as in the reference code).
@@ -95,7 +102,7 @@ class ClientHost:
         self.clients = {
             index: Client(index, splits.clients[index], {n: p.clone() for n, p in self.initial_local.items()},
                           make_optimizer(self.trainable, cfg), generator(cfg.seed, Stream.CLIENT_DATA, index),
-                          torch.amp.GradScaler(device_type) if self.amp_dtype == torch.float16 else None)
+                          torch.amp.GradScaler(device_type) if self.train_dtype == torch.float16 else None)
             for index in my_clients
         }
 
@@ -113,9 +120,10 @@ class ClientHost:
         self.clip.visual = CachedVisual(self.clip.visual, cut)
         self.clip.transformer = TextPrefixCache(self.clip.transformer, self.method.added)
 
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+    def autocast(self, training: bool):
+        """The autocast context of train.precision for training or for evaluation (AUTOCAST)."""
+        dtype = self.train_dtype if training else self.eval_dtype
+        return torch.autocast(self.device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @property
     def n_shared(self) -> int:
@@ -168,16 +176,23 @@ class ClientHost:
         anchor = [p.detach().clone() for p in self.shared_params] if self.cfg.train.prox_mu > 0 else None
         self.clip.train()
         train_index, losses = client.split.train, []
-        n_views = self.cfg.train.augment_views
-        for _ in range(self.cfg.train.local_epochs):
+        n_views = self.cfg.train.augment_views  # > 0 only with train.augment (config validation)
+        fresh_crops = self.cfg.train.augment and n_views == 0
+        for epoch in range(self.cfg.train.local_epochs):
             order = train_index[client.data_rng.permutation(len(train_index))]
             views = client.data_rng.integers(n_views, size=len(order)) if n_views else None  # one view per epoch
+            # Crops from their own stream: the data order of runs without augmentation stays what it was.
+            crop_rng = generator(self.cfg.seed, Stream.CLIENT_AUGMENT, client.index, round_index, epoch) \
+                if fresh_crops else None
             for start in range(0, len(order), self.cfg.train.batch_size):
                 batch = order[start:start + self.cfg.train.batch_size]
-                images = self.images.batch(batch, self.device,
-                                           None if views is None else views[start:start + len(batch)])
+                if crop_rng is not None:
+                    images = self.images.augmented_batch(batch, crop_rng, self.device)
+                else:
+                    images = self.images.batch(batch, self.device,
+                                               None if views is None else views[start:start + len(batch)])
                 labels = self.train_task.label_index[self.labels[batch]].to(self.device)
-                with self.autocast():
+                with self.autocast(training=True):
                     loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
                 if anchor is not None:
                     loss = loss + self._proximal(anchor)
@@ -251,12 +266,12 @@ class ClientHost:
         """(accuracy, mean loss) of the loaded parameters on `index`, classified among `task`'s classes."""
         if index is None or len(index) == 0:
             return float("nan"), float("nan")
-        with self.autocast():
+        with self.autocast(training=False):
             text = self.method.text_features(self.clip, task.tokens)
         correct, loss_sum = 0, 0.0
         for start in range(0, len(index), self.cfg.train.eval_batch_size):
             batch = index[start:start + self.cfg.train.eval_batch_size]
-            with self.autocast():
+            with self.autocast(training=False):
                 logits = self.method.logits(self.clip, self.images.batch(batch, self.device), text).float()
             labels = task.label_index[self.labels[batch]].to(self.device)
             correct += int((logits.argmax(1) == labels).sum())
