@@ -22,10 +22,12 @@ def test_demo_config_runs_and_accounts_communication_exactly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     with h5py.File(out, "r") as f:
         participants = f["metrics/global/participants"][:]
-        assert list(participants) == [8, 4]  # round 0 takes all, then participation 0.5 of 8
+        assert list(participants) == [8, 8]  # participation 1.0
         # pFedMMA on hpcfed-tiny: 3 adapted levels x Linear(32, 32) = 3 x 1,056 shared parameters.
         n_shared = 3 * (32 * 32 + 32)
         np.testing.assert_array_equal(f["comm/bytes"][:], 4 * n_shared * participants)
         assert len(f["splits/domain_names"]) == 4 and len(f["splits/class_names"]) == 20
         assert np.isfinite(f["metrics/client/test_accuracy"][:]).all()
-    assert "acc round 1" in done.stdout and "acc round 2" in done.stdout
+        assert len(f["splits/base_classes"][:]) == 10 and np.isfinite(f["final/zeroshot/novel_accuracy"][:]).all()
+    assert "zero-shot" in done.stdout and "round 1" in done.stdout and "last (r2)" in done.stdout
+    assert "Local    Base   Novel      HM" in done.stdout
