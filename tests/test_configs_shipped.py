@@ -116,7 +116,7 @@ def test_office_home_config_spreads_ten_clients_over_four_domains(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("method", ["plora", "fedclip"])
+@pytest.mark.parametrize("method", ["plora"])  # every method x config is validated above; one run end to end
 def test_a_published_config_trains_another_method_by_switching_only_its_name(tmp_path, method):
     """configs/compare.yaml names pfedmma; one round of another method under mpiexec, at that method's recipe."""
     out = tmp_path / f"{method}.h5"
