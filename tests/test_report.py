@@ -176,3 +176,15 @@ def test_a_run_made_before_a_config_key_existed_groups_with_runs_that_have_its_d
     report(runs["seed0"], old, "--format", "csv", "--out", out)
     row = averaged_row(pd.read_csv(out))
     assert row["method"] == "pfedmma" and row["seeds"] == 2
+
+
+def test_each_row_names_the_recipe_it_trained_with(runs):
+    # write_config sets lr 0.01 and batch 8; pFedMMA's recipe adds SGD and 2 local epochs
+    assert "sgd lr 0.01 bs 8 ep 2" in report(runs["seed0"], runs["seed1"])
+    from hpcfed.report.runs import read_run
+    from hpcfed.report.table import recipe
+
+    run = read_run(runs["seed0"])
+    assert recipe(run) == "sgd lr 0.01 bs 8 ep 2"
+    run.trained = False  # what a zero-shot run reads: no client ever had a training loss
+    assert recipe(run) == "no training"

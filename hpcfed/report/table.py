@@ -16,8 +16,8 @@ FORMATS = ("text", "md", "csv", "latex")
 def recipe(run: RunInfo) -> str:
     """How the run trained, in a few words (each method runs at its own reference recipe)."""
     t = {k.removeprefix("train."): v for k, v in run.flat_setting.items() if k.startswith("train.")}
-    if not t:
-        return "-"
+    if not t or not run.trained:
+        return "no training"
     return f"{t.get('optimizer')} lr {t.get('lr'):g} bs {t.get('batch_size')} ep {t.get('local_epochs')}"
 
 
