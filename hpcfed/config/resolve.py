@@ -84,12 +84,11 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = (), origins: dict[str, s
     if not isinstance(tree, dict):
         raise ConfigError(str(path), "the file is not a mapping of keys", "write key: value lines")
     base = tree.pop("base", None)
+    own_keys = [key for key, _ in _flatten(_lift_method_options(tree))]  # this file's keys, before the overlay
     if base is not None:
         tree = merge_trees(read_yaml_tree(path.parent / base, (*seen, path.resolve()), origins), tree)
     if origins is not None:
-        own = yaml.safe_load(path.read_text()) or {}
-        own.pop("base", None)
-        origins.update({key: str(path) for key, _ in _flatten(_lift_method_options(own))})
+        origins.update(dict.fromkeys(own_keys, str(path)))
     return tree
 
 
@@ -168,7 +167,7 @@ def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
     from hpcfed.config.validate import validate
     from hpcfed.methods import METHODS  # torch: only once a config is parsed, not for report or status
 
-    sources = {k: v for k, v in (origins or {}).items()}
+    sources = dict(origins or {})
     tree = apply_overrides(_lift_method_options(dict(tree or {})), overrides or [], sources)
     recipes = _recipes(tree, METHODS.names())
     name = (tree.get("method") or {}).get("name", MethodConfig.name)
