@@ -32,6 +32,10 @@ class RunFileExists(UserError, FileExistsError):
     """A run file that would be replaced or that cannot be used as asked."""
 
 
+class RunFileDamaged(UserError, OSError):
+    """A run file that cannot be read safely (truncated, not HDF5, held by a writer that does not share it)."""
+
+
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or made by another experiment."""
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from hpcfed.errors import RunFileExists
+from hpcfed.errors import RunFileDamaged, RunFileExists
 from hpcfed.metrics import harmonic_mean
 
 # test_accuracy is the Local accuracy of the papers (each client on its own test split).
@@ -276,6 +277,58 @@ class RunWriter:
         self.file.close()
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+WRITER_FLAGS = 0x1 | 0x4  # superblock consistency flags: open for writing, open for SWMR writing
+
+
+def _superblock(path: Path) -> tuple[int, int]:
+    """(end of the file as its HDF5 superblock records it, consistency flags), read from the raw bytes. The
+    superblock sits at 0 or, after a user block, at 512, 1024, 2048, ... bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        at = 0
+        while at < max(size, 1):
+            f.seek(at)
+            head = f.read(64)
+            if head.startswith(HDF5_SIGNATURE):
+                break
+            at = 512 if at == 0 else 2 * at
+        else:
+            raise RunFileDamaged(f"{path} is not an HDF5 file (no HDF5 signature in its {size} bytes); pass a run "
+                                 "file written by 'hpcfed split' or 'hpcfed train'")
+    if len(head) < 64:  # shorter than the smallest superblock with its addresses
+        raise RunFileDamaged(f"run file {path} is truncated: {size} bytes, less than its HDF5 header; copy it again "
+                             "or restore it from a backup")
+    version = head[8]
+    if version >= 2:  # signature, version, offset size, length size, flags, base, extension, end of file
+        offset_size, flags, fields = head[9], head[11], 12
+    else:  # versions 0/1: more version bytes and B-tree constants before the addresses
+        offset_size, flags, fields = head[13], int.from_bytes(head[20:24], "little"), 24 if version == 0 else 28
+    address = [int.from_bytes(head[fields + i * offset_size:fields + (i + 1) * offset_size], "little")
+               for i in range(3)]
+    base, end = address[0], address[2]  # the end-of-file address is relative to the base address
+    return base + end, flags
+
+
 def open_run(path: str | Path) -> h5py.File:
-    """Open a run file for reading, also while its job is still writing it."""
-    return h5py.File(path, "r", libver="latest", swmr=True)
+    """Open a run file for reading, also while its job is still writing it (SWMR), and never wait on a damaged
+    one: h5py's SWMR reader retries forever on a truncated file, so its length is checked against the length
+    its header records first, and SWMR is used only when a writer has the file open."""
+    path = Path(path)
+    for _ in range(3):  # a live writer grows the file just after it records the new end: look again
+        end, flags = _superblock(path)
+        size = path.stat().st_size
+        if size >= end or not flags & WRITER_FLAGS:
+            break
+        time.sleep(0.2)
+    if size < end:
+        raise RunFileDamaged(f"run file {path} is truncated: {size} bytes of the {end} its HDF5 header records (a "
+                             "half-finished copy or a full disk); copy it again or restore it from a backup")
+    try:
+        if flags & WRITER_FLAGS:
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        return h5py.File(path, "r")
+    except OSError as e:
+        state = "marked as open by a writer" if flags & WRITER_FLAGS else "not marked as open by any writer"
+        raise RunFileDamaged(f"run file {path} cannot be read ({state}; HDF5 says: {e}); if its job is "
+                             "starting, retry in a few seconds, else restore the file from a backup") from e

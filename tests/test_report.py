@@ -139,7 +139,7 @@ def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")
     result = CliRunner().invoke(main, ["report", str(runs["seed0"]), str(broken)])
-    assert result.exit_code == 2 and f"cannot read run file {broken}" in result.output
+    assert result.exit_code == 2 and f"{broken} is not an HDF5 file" in result.output
 
 
 def test_tidy_has_one_row_per_round_client_and_metric(runs):

@@ -150,7 +150,7 @@ def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("not a run file")
     result = CliRunner().invoke(main, ["status", str(path)])
-    assert result.exit_code != 0 and "cannot open" in result.output and "hpcfed train" in result.output
+    assert result.exit_code != 0 and "is not an HDF5 file" in result.output and "hpcfed train" in result.output
 
 
 def test_an_hdf5_file_without_the_run_layout_is_refused(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpcfed.errors import ReportError
+from hpcfed.errors import ReportError, RunFileDamaged
 from hpcfed.results import open_run
 
 # Keys that differ between the seeds of one experiment without changing what is measured.
@@ -85,6 +85,8 @@ def read_run(path: str | Path, which: str = "selected") -> RunInfo:
                           "by 'hpcfed train'")
     try:
         f = open_run(path)
+    except RunFileDamaged as e:
+        raise ReportError(str(e)) from e
     except OSError as e:
         raise ReportError(f"cannot read run file {path}: {e}; pass HDF5 run files written by 'hpcfed train'") from e
     with f:

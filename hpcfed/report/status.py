@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpcfed.errors import StatusError
+from hpcfed.errors import RunFileDamaged, StatusError
 from hpcfed.metrics import format_duration, harmonic_mean
 from hpcfed.results import open_run
 
@@ -31,6 +31,8 @@ def _open(path: Path):
                           "'hpcfed split' or 'hpcfed train' has written")
     try:
         f = open_run(path)
+    except RunFileDamaged as e:
+        raise StatusError(str(e)) from e
     except OSError as e:
         raise StatusError(f"cannot open {path} as an HDF5 run file ({e}); if its job has only just started, retry "
                           "in a few seconds, else pass a run file written by 'hpcfed split' or 'hpcfed train'") from e
