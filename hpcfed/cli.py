@@ -165,6 +165,14 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
             click.echo(f"note: `hpcfed train` would stop here: {e}")
         return
     cfg = _load(config, overrides)
+    from hpcfed.checkenv import launch_problem
+
+    problem = launch_problem(dict(os.environ))  # before MPI_Init, which a foreign launcher makes abort
+    if problem is not None:
+        message, launcher_rank = problem
+        if launcher_rank in (None, 0):
+            click.echo(f"hpcfed: launch error: {message}", err=True)
+        sys.exit(2)
     from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.loop import run
     from hpcfed.train.summary import print_client_table

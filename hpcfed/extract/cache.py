@@ -27,6 +27,7 @@ import torch
 from hpcfed.data.listing import Listing
 from hpcfed.errors import CacheError
 from hpcfed.extract.prefix import Cut, frozen_prefix
+from hpcfed.runtime import raise_if_stopped
 
 FORMAT = 1
 CHUNK = 64  # images per forward pass and per write
@@ -100,6 +101,7 @@ def _write_slice(path: Path, jobs: list, images, visual, cut: Cut, dtype: torch.
     with h5py.File(path, "w") as f:
         out = None
         for start in range(0, len(jobs), CHUNK):
+            raise_if_stopped()
             part = jobs[start:start + CHUNK]
             index = np.array([i for _, i, _ in part])
             views = np.array([v for _, _, v in part])

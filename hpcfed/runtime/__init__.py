@@ -11,7 +11,7 @@ from hpcfed.runtime.mpi import (
     place_clients,
     world_rank_from_env,
 )
-from hpcfed.runtime.signals import StopRequest
+from hpcfed.runtime.signals import EXIT_INTERRUPTED, EXIT_STOPPED, Stopped, StopRequest, raise_if_stopped
 
-__all__ = ["SERVER", "RemoteRankFailed", "Runtime", "StopRequest", "abort_on_error", "agree", "init_runtime",
-           "place_clients", "world_rank_from_env"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_STOPPED", "SERVER", "RemoteRankFailed", "Runtime", "StopRequest", "Stopped",
+           "abort_on_error", "agree", "init_runtime", "place_clients", "raise_if_stopped", "world_rank_from_env"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcfed.errors import UserError
+from hpcfed.runtime.signals import EXIT_INTERRUPTED, EXIT_STOPPED, Stopped, stop_in_setup
 
 SERVER = 0
 # The first client rank speaks for all of them where one must: it tells the server the buffer sizes, writes the
@@ -160,6 +161,8 @@ def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 
                  cuda_aware_mpi: bool = False) -> Runtime:
     from mpi4py import MPI
 
+    if not MPI.Is_initialized():  # `hpcfed train` checks the launcher with MPI loaded but not yet started
+        MPI.Init_thread()
     world = MPI.COMM_WORLD
     node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
     local_rank = node.Get_rank()
@@ -193,6 +196,12 @@ def abort_on_error(world):
         yield
     except SystemExit:
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C reached every rank: no traceback, no wait for the server
+        if world.Get_rank() == SERVER:
+            sys.stderr.write("hpcfed: stopped at once by a second Ctrl-C; the rounds since the newest checkpoint are "
+                             "lost: continue from it with --resume auto\n")
+            sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     except BaseException as e:
         text = traceback.format_exc()
         rank = world.Get_rank()
@@ -214,12 +223,21 @@ def agree(world, fn):
     Used for set-up steps (validation, data listing, splits) so bad input never hangs the other ranks."""
     try:
         result, error = fn(), None
+    except Stopped:
+        result, error = None, None
     except UserError as e:
         result, error = None, f"error: {e}"
     except Exception:
         result, error = None, traceback.format_exc()
-    errors = world.allgather(error)
-    failed = [(rank, e) for rank, e in enumerate(errors) if e]
+    gathered = world.allgather((error, stop_in_setup()))
+    failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e]
+    stopped = [s for _, s in gathered if s]
+    if stopped and not failed:
+        if world.Get_rank() == SERVER:
+            sys.stderr.write(f"hpcfed: stopped by {stopped[0]} during set-up, before this job ran a round (nothing new "
+                             f"to checkpoint); continue with --resume auto (exit {EXIT_STOPPED})\n")
+            sys.stderr.flush()
+        raise SystemExit(EXIT_STOPPED)
     if failed:
         if world.Get_rank() == SERVER:
             rank, message = failed[0]

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from hpcfed.errors import CheckpointError
-from hpcfed.runtime import SERVER, Runtime
+from hpcfed.runtime import EXIT_STOPPED, SERVER, Runtime
 
-EXIT_CHECKPOINTED = 75  # sysexits EX_TEMPFAIL: stopped on a signal after checkpointing; requeue and resume
+EXIT_CHECKPOINTED = EXIT_STOPPED  # stopped on a signal after checkpointing; requeue and resume
 
 
 

@@ -16,6 +16,7 @@ from hpcfed.methods import Method
 from hpcfed.metrics import harmonic_mean
 from hpcfed.models import trim_text_context
 from hpcfed.rng import Stream, generator, torch_seed
+from hpcfed.runtime import raise_if_stopped
 from hpcfed.split import ClientSplit, Splits
 
 
@@ -270,6 +271,7 @@ class ClientHost:
             text = self.method.text_features(self.clip, task.tokens)
         correct, loss_sum = 0, 0.0
         for start in range(0, len(index), self.cfg.train.eval_batch_size):
+            raise_if_stopped()  # the zero-shot evaluation of set-up can take minutes on a large dataset
             batch = index[start:start + self.cfg.train.eval_batch_size]
             with self.autocast(training=False):
                 logits = self.method.logits(self.clip, self.images.batch(batch, self.device), text).float()

@@ -48,6 +48,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     setup = set_up(cfg, rt, overwrite, resume)
     if setup is None:
         return TrainResult(cfg.rounds)
+    stop.rounds_started()
     host, writer, my_clients = setup.host, setup.writer, setup.my_clients
     result = TrainResult(setup.first_round)
     recorder = Recorder(cfg, writer, setup.splits, setup.n_domains, setup.first_round) if rt.is_server else None
@@ -100,6 +101,11 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     except RemoteRankFailed as e:
         if writer is not None:
             writer.close("failed", e.message, e.rank)
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: the newest checkpoint is still valid
+        if writer is not None:
+            writer.close("interrupted", "stopped at once by a second Ctrl-C; continue from the newest checkpoint "
+                         "with --resume auto", rt.rank)
         raise
     except BaseException:
         if writer is not None:
