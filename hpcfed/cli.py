@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -93,7 +94,8 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
 @click.option("--last", is_flag=True, help="Show the last evaluated round instead of the one selected on validation.")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), help="Also write the table in this "
               "format to --out.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File for --format (default: report.<ext>).")
+@click.option("--out", "out_path", type=click.Path(), help="File for --format (default: report.<ext>, which "
+              "is never replaced; a file named here is).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG figures into this directory.")
 def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | None, plots_dir: str | None) -> None:
     """Table of the run files RUNS (globs welcome): one row per dataset and method, seeds as mean ± std.
@@ -102,13 +104,13 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
     are listed apart and left out of the means.
     """
     import glob
-    from pathlib import Path
 
     from hpcfed.errors import ReportError
     from hpcfed.report.runs import read_runs
     from hpcfed.report.table import build_table, caption, format_table
 
     which = "last" if last else "selected"
+    table_path = _report_outputs(fmt, out_path, plots_dir)  # before any work: no half-written outputs
     # Quoted patterns too (a Makefile, a shell that did not expand them); a pattern matching nothing is an error.
     paths = [match for pattern in runs
              for match in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]) or [pattern]]
@@ -118,15 +120,47 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
         _fail(str(e))
     table, text_caption = build_table(run_infos, which), caption(run_infos, which)
     click.echo(format_table(table, text_caption))
-    if fmt:
-        out = Path(out_path or "report." + {"md": "md", "csv": "csv", "latex": "tex"}[fmt])
-        out.write_text(format_table(table, text_caption, fmt))
-        click.echo(f"table: {out}")
+    if table_path is not None:
+        table_path.write_text(format_table(table, text_caption, fmt))
+        click.echo(f"table: {table_path}")
     if plots_dir:
         from hpcfed.report.figures import write_figures
 
         for figure in write_figures(run_infos, plots_dir):
             click.echo(f"plot: {figure}")
+
+
+def _writable_folder(folder: Path) -> Path | None:
+    """The nearest existing folder of `folder` if this user may create files there, else None."""
+    while not folder.exists():
+        folder = folder.parent
+    return folder if folder.is_dir() and os.access(folder, os.W_OK) else None
+
+
+def _report_outputs(fmt: str | None, out_path: str | None, plots_dir: str | None):
+    """The table file to write (None without --format), after checking that every output can be written. The
+    default report.<ext> never replaces a file that is already there; a file named by --out does."""
+    table_path = None
+    if out_path and not fmt:
+        _fail(f"--out {out_path} without --format: pass --format md, csv or latex to write the table there")
+    if fmt:
+        table_path = Path(out_path or "report." + {"md": "md", "csv": "csv", "latex": "tex"}[fmt])
+        if out_path is None and table_path.exists():
+            _fail(f"{table_path} already exists and was not named with --out, so it is left as it is; pass --out "
+                  f"{table_path} to replace it, or --out <new file>")
+        if table_path.is_dir():
+            _fail(f"--out {table_path} is a directory; name a file, e.g. --out {table_path / ('report.' + fmt)}")
+        if _writable_folder(table_path.parent) is None or (table_path.exists() and not os.access(table_path,
+                                                                                               os.W_OK)):
+            _fail(f"cannot write the table to {table_path}: its folder is not writable; pass --out <file in a "
+                  "writable folder>")
+    if plots_dir:
+        if Path(plots_dir).exists() and not Path(plots_dir).is_dir():
+            _fail(f"--plots {plots_dir} is a file; pass a directory for the figures, e.g. --plots runs/plots")
+        if _writable_folder(Path(plots_dir)) is None:
+            _fail(f"cannot write figures into {plots_dir}: it cannot be created or is not writable; pass --plots "
+                  "<a writable directory>")
+    return table_path
 
 
 @main.command()

@@ -128,12 +128,14 @@ def create_split_file(path: Path, *, config_yaml: str, config_hash: str, splits,
         raise RunFileExists(f"run file {path} already exists; pass --overwrite to replace it, or set "
                             f"-o output=<new path> to keep it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w", libver="latest") as f:
+    tmp = path.with_name(path.name + ".tmp")  # renamed when complete: a stop mid-write leaves no half file
+    with h5py.File(tmp, "w", libver="latest") as f:
         f.create_dataset("config", data=config_yaml)
         f["config"].attrs["hash"] = config_hash
         write_splits(f, splits, split_hash, source_digest, listing.class_names, listing.domain_names,
                      listing.labels, listing.notes)
         f.create_dataset("status", shape=(), dtype=h5py.string_dtype(length=16), data="split")
+    os.replace(tmp, path)
 
 
 def _rewrite(path: Path) -> None:

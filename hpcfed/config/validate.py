@@ -47,6 +47,28 @@ def validate(c: Config, check_weights: bool = True) -> None:
     c.method.options = dataclasses.asdict(options)
     method_cls.check_options(c.method.options, given)
     check_model(c.model.name, c.model.pretrained if check_weights else None)
+    check_output(c)
+
+
+def check_output(c: Config) -> None:
+    """The run file can be made where `output` points: a known template, not a folder, a writable place."""
+    fix = "use only {name} and {seed}, e.g. output: runs/{name}_seed{seed}.h5"
+    try:
+        path = c.output_path
+    except (KeyError, IndexError) as e:
+        raise ConfigError("output", f"{c.output!r} has the unknown placeholder {{{e.args[0]}}}", fix) from None
+    except ValueError as e:
+        raise ConfigError("output", f"{c.output!r} is not a valid template ({e})", fix) from None
+    _require(not path.is_dir(), "output", f"{path} is a directory",
+             f"name a file in it, e.g. -o output={path / '{name}_seed{seed}.h5'}")
+    folder = path.parent
+    while not folder.exists():  # train creates the missing folders; the nearest existing one must allow it
+        folder = folder.parent
+    _require(folder.is_dir(), "output", f"{folder} is a file, so {path} cannot be made under it",
+             "choose an output path whose folders are folders")
+    writable = os.access(path if path.exists() else folder, os.W_OK)
+    _require(writable, "output", f"{path if path.exists() else folder} is not writable by this user",
+             "set -o output=<a path in a writable folder>, e.g. under $SCRATCH or $HOME")
 
 
 def validate_launch(c: Config, world_size: int) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,11 @@ class Prepared:
     splits: Splits
     reused: bool
     unreadable: tuple[str, ...]  # files left out of the listing before splitting (corrupt images)
+    staged: Path | None = None  # train --overwrite: the new split file, put in place once set-up has worked
+
+
+def staged_path(path: Path) -> Path:
+    return path.with_name(path.name + ".new")
 
 
 def split_hash(cfg: Config, listing: Listing) -> str:
@@ -70,10 +77,12 @@ def _stored_unreadable(path: Path) -> tuple[str, ...]:
         return tuple(f["splits/notes"].attrs.get("corrupt_paths", ()))
 
 
-def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resuming: bool = False) -> Prepared:
+def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resuming: bool = False,
+                   stage: bool = False) -> Prepared:
     """Reuse the run file's splits when their hash matches, refuse a mismatch, else make and store them.
     `listing` is the dataset as read from disk; unreadable images are found here, once, before splitting.
-    `resuming`: the file may hold training results (train --resume continues or replaces them)."""
+    `resuming`: the file may hold training results (train --resume continues or replaces them).
+    `stage`: an existing file is not replaced yet; the new one waits beside it (`Prepared.staged`)."""
     path, wanted = cfg.output_path, split_hash(cfg, listing)
     if path.exists() and not overwrite:
         stored, old_digest, trained = _stored(path)
@@ -91,9 +100,10 @@ def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resum
                              f"'hpcfed split' with --overwrite, or set -o output=<new path>")
     readable = verify_images(listing)
     splits = make_splits(readable, cfg.partition, cfg.clients, cfg.seed)
-    create_split_file(path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), splits=splits, split_hash=wanted,
-                      source_digest=listing.digest(), listing=readable, overwrite=True)
-    return Prepared(splits, False, tuple(readable.notes.get("corrupt_paths", ())))
+    staged = staged_path(path) if stage and path.exists() else None
+    create_split_file(staged or path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), splits=splits,
+                      split_hash=wanted, source_digest=listing.digest(), listing=readable, overwrite=True)
+    return Prepared(splits, False, tuple(readable.notes.get("corrupt_paths", ())), staged)
 
 
 def _same_listing(listing: Listing, splits: Splits) -> None:
@@ -107,7 +117,8 @@ def shared_splits(cfg: Config, rt: Runtime, listing: Listing, overwrite: bool, r
                   ) -> tuple[Listing, Prepared]:
     """Collective: rank 0 makes or reuses the splits and shares them; every rank drops the images rank 0 found
     unreadable and checks that it sees the listing the splits were made from."""
-    prepared = agree(rt.world, lambda: prepare_splits(cfg, listing, overwrite, resuming) if rt.is_server else None)
+    prepared = agree(rt.world, lambda: prepare_splits(cfg, listing, overwrite, resuming, stage=overwrite)
+                     if rt.is_server else None)
     prepared = rt.world.bcast(prepared, root=SERVER)
     listing = listing.without(prepared.unreadable)
     agree(rt.world, lambda: _same_listing(listing, prepared.splits))
@@ -155,8 +166,6 @@ def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None
     """Where training starts (rank 0): None for round 0, else the checkpoint to continue from."""
     root = checkpoint.checkpoint_root(cfg.output_path)
     if resume == "never":
-        if overwrite:
-            shutil.rmtree(root, ignore_errors=True)  # checkpoints of the replaced run must not be resumed later
         return None
     if overwrite:
         raise RunFileExists("--overwrite starts the run again and --resume continues it: pass only one of them")
@@ -201,8 +210,13 @@ def collect_env(cfg: Config, rt: Runtime, placement: list[list[int]]) -> dict:
 
 
 def open_writer(cfg: Config, rt: Runtime, start: Checkpoint | None, env: dict, n_domains: int,
-                replace: bool) -> RunWriter:
-    """Rank 0's writer: the run file reopened at the checkpoint's row, or its training datasets made afresh."""
+                replace: bool, staged: Path | None) -> RunWriter:
+    """Rank 0's writer: the run file reopened at the checkpoint's row, or its training datasets made afresh.
+    A replaced run (--overwrite) loses its file and checkpoints only here, once everything before has worked."""
+    if staged is not None:
+        os.replace(staged, cfg.output_path)
+    if replace:  # checkpoints of a replaced run must never be resumed later
+        shutil.rmtree(checkpoint.checkpoint_root(cfg.output_path), ignore_errors=True)
     if start is not None:
         return RunWriter.reopen(cfg.output_path, start.rows, rt.size)
     return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env,
@@ -230,6 +244,16 @@ class RunSetup:
     payload: tuple[int, int]  # floats a participating client uploads and downloads per round
 
 
+@contextmanager
+def _discarded_on_failure(staged: Path | None):
+    try:
+        yield
+    except BaseException:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise
+
+
 def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup | None:
     """Collective: the set-up of a training run; None when the run file already finished every round."""
     from hpcfed.config.validate import validate_launch
@@ -244,35 +268,37 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
             sys.stdout.write(f"{cfg.output_path} already finished all {cfg.rounds} rounds; nothing to resume\n")
         return None
     listing, prepared = shared_splits(cfg, rt, listing, overwrite, resume != "never")
-    if rt.is_server and prepared.reused:
-        sys.stdout.write(f"using the splits stored in {cfg.output_path}\n")
-    splits = prepared.splits
-    placement = place_clients(splits.train_sizes(), rt.size - 1)
-    my_clients = [] if rt.is_server else placement[rt.rank - 1]
-    host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients))
-    zero_shot = None
-    if cfg.eval_zero_shot and start is None:  # before the feature cache: the baseline reads pixels
-        zero_shot = rt.gather_to_server(agree(world, lambda: zero_shot_metrics(cfg, rt, listing, splits, host)))
-    if cfg.extract.enabled:
-        from hpcfed.extract.stage import prepare_cache
+    with _discarded_on_failure(prepared.staged):  # the replaced run stays whole until the new one starts
+        if rt.is_server and prepared.reused:
+            sys.stdout.write(f"using the splits stored in {cfg.output_path}\n")
+        splits = prepared.splits
+        placement = place_clients(splits.train_sizes(), rt.size - 1)
+        my_clients = [] if rt.is_server else placement[rt.rank - 1]
+        host = agree(world, lambda: None if rt.is_server else build_host(cfg, rt, listing, splits, my_clients))
+        zero_shot = None
+        if cfg.eval_zero_shot and start is None:  # before the feature cache: the baseline reads pixels
+            zero_shot = rt.gather_to_server(agree(world, lambda: zero_shot_metrics(cfg, rt, listing, splits, host)))
+        if cfg.extract.enabled:
+            from hpcfed.extract.stage import prepare_cache
 
-        cache, cut = prepare_cache(cfg, rt, host, listing, splits)
-        agree(world, lambda: host is None or host.use_feature_cache(cache, cut))
-    # The server builds no model: the reference client rank tells it the buffer sizes and payloads.
-    layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) \
-        if rt.is_reference else None
-    n_shared, n_published, payload = world.bcast(layout, root=rt.reference_rank)
-    env = collect_env(cfg, rt, placement)
-    # auto without a checkpoint replaces a partial run
-    replace = overwrite or (resume != "never" and start is None)
-    n_domains = len(listing.domain_names)
-    writer = agree(world, lambda: open_writer(cfg, rt, start, env, n_domains, replace) if rt.is_server else None)
-    if start is not None:
-        agree(world, lambda: host is None or checkpoint.load(start.path, host))
-        if rt.is_server:
-            sys.stdout.write(f"resuming {cfg.output_path} at round {start.round + 1} from {start.path}\n")
-    return RunSetup(splits, placement, my_clients, host, writer, 0 if start is None else start.round, n_domains,
-                    zero_shot, n_shared, n_published, payload)
+            cache, cut = prepare_cache(cfg, rt, host, listing, splits)
+            agree(world, lambda: host is None or host.use_feature_cache(cache, cut))
+        # The server builds no model: the reference client rank tells it the buffer sizes and payloads.
+        layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) \
+            if rt.is_reference else None
+        n_shared, n_published, payload = world.bcast(layout, root=rt.reference_rank)
+        env = collect_env(cfg, rt, placement)
+        # auto without a checkpoint replaces a partial run
+        replace = overwrite or (resume != "never" and start is None)
+        n_domains = len(listing.domain_names)
+        writer = agree(world, lambda: open_writer(cfg, rt, start, env, n_domains, replace, prepared.staged)
+                       if rt.is_server else None)
+        if start is not None:
+            agree(world, lambda: host is None or checkpoint.load(start.path, host))
+            if rt.is_server:
+                sys.stdout.write(f"resuming {cfg.output_path} at round {start.round + 1} from {start.path}\n")
+        return RunSetup(splits, placement, my_clients, host, writer, 0 if start is None else start.round, n_domains,
+                        zero_shot, n_shared, n_published, payload)
 
 
 def extract_only(cfg: Config, rt: Runtime, overwrite: bool = False) -> Path:
