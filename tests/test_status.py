@@ -2,6 +2,8 @@
 
 import json
 import os
+import socket
+import subprocess
 import time
 
 import h5py
@@ -30,8 +32,8 @@ def cfg(tmp_path, image_tree):
     return cfg
 
 
-def start_training(cfg) -> RunWriter:
-    return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env={},
+def start_training(cfg, env: dict | None = None) -> RunWriter:
+    return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env or {},
                             n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=2, n_domains=2)
 
 
@@ -65,7 +67,7 @@ def test_a_running_job_shows_its_round_latest_accuracy_and_eta(cfg):
     assert f"rounds   2 of {cfg.rounds}" in out
     assert "metrics  round 2: test_accuracy 0.7500" in out
     assert f"ETA {format_duration(ROUND_SECONDS * (cfg.rounds - 2))}" in out
-    assert "WARNING" not in out
+    assert "STALLED" not in out
 
 
 def test_rounds_not_evaluated_are_skipped_for_the_latest_metrics(cfg):
@@ -114,14 +116,34 @@ def test_a_failed_run_without_a_recorded_message_points_to_the_job_log(cfg):
     assert "no error message was recorded; see the job's stderr log" in status_of(cfg)
 
 
-def test_a_running_file_untouched_for_long_warns_that_the_job_may_have_died(cfg):
+def test_a_running_file_untouched_for_a_few_rounds_is_reported_stalled_or_killed(cfg):
     writer = start_training(cfg)
     write_round(writer, cfg, 0, test_accuracy=0.5)
     writer.file.close()
-    long_ago = time.time() - max(10 * ROUND_SECONDS, 300) - 60
-    os.utime(cfg.output_path, (long_ago, long_ago))
+    quiet = max(3 * ROUND_SECONDS, 120)
+    os.utime(cfg.output_path, (time.time() - quiet + 30,) * 2)
+    assert "STALLED" not in status_of(cfg)
+    os.utime(cfg.output_path, (time.time() - quiet - 30,) * 2)
     out = status_of(cfg)
-    assert "state    running" in out and "WARNING" in out and "may have died" in out
+    assert "state    running: STALLED OR KILLED: no write for" in out and "--resume auto" in out
+    assert "ETA" not in out
+
+
+def test_a_running_file_whose_server_process_is_gone_is_reported_killed_at_once(cfg):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    writer = start_training(cfg, env={"hostnames": [socket.gethostname(), "other"], "server_pid": gone.pid})
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    writer.file.close()
+    out = status_of(cfg)
+    assert f"STALLED OR KILLED: its server process {gone.pid} on {socket.gethostname()} no longer exists" in out
+
+
+def test_a_running_file_whose_server_process_lives_is_running(cfg):
+    writer = start_training(cfg, env={"hostnames": [socket.gethostname()], "server_pid": os.getpid()})
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    writer.file.close()
+    assert "state    running: the job is writing this file" in status_of(cfg)
 
 
 def test_an_interrupted_run_lists_its_newest_complete_checkpoint(cfg):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
     with _open(path) as f:
         config = yaml.safe_load(f["config"].asstr()[()]) or {}
         state = f["status"].asstr()[()].strip()
+        dead = _why_dead(f, now - os.stat(path).st_mtime) if state == "running" else None
+        meaning = f"STALLED OR KILLED: {dead}" if dead else STATE_MEANING.get(state, "unknown state")
         lines = [f"run      {config.get('name', '?')} (config {f['config'].attrs.get('hash', '?')}), "
                  f"method {config.get('method', {}).get('name', '?')}",
-                 f"state    {state}: {STATE_MEANING.get(state, 'unknown state')}"]
+                 f"state    {state}: {meaning}"]
         if state == "failed":
             lines.append(f"error    {_failure(f)}")
         resumes = json.loads(f["status"].attrs.get("resumes", "[]"))
@@ -100,7 +103,7 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
             starts = ", ".join(f"round {r['round'] + 1} on {r['world_size']} ranks" for r in resumes)
             lines.append(f"resumed  {len(resumes)} time(s): {starts}")
         if "progress" in f:
-            lines += _progress_lines(f, state, now - os.stat(path).st_mtime)
+            lines += _progress_lines(f, "stalled" if dead else state)
         else:
             lines.append(f"rounds   0 of {config.get('rounds', '?')} (not trained yet)")
     checkpoint = newest_checkpoint(path)
@@ -109,7 +112,36 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _progress_lines(f, state: str, seconds_since_write: float) -> list[str]:
+def _why_dead(f, seconds_since_write: float) -> str | None:
+    """Why a file marked 'running' has no live job, or None. A job killed outright (SIGKILL, OOM, node failure)
+    cannot record its end: on the server's host its process is simply gone; elsewhere the file stops changing
+    for longer than a few rounds take (rank 0 writes after every round)."""
+    env = f["env"].attrs if "env" in f else {}
+    host, pid = (list(env.get("hostnames", [""])) or [""])[0], int(env.get("server_pid", -1))
+    if pid > 0 and host == socket.gethostname() and not _alive(pid):
+        return f"its server process {pid} on {host} no longer exists; resume with --resume auto"
+    done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
+    seconds = f["metrics/global/round_seconds"][:done] if "metrics" in f else np.array([])
+    slowest = float(np.nanmax(seconds)) if np.isfinite(seconds).any() else None
+    limit = max(3 * slowest, 120.0) if slowest is not None else 1800.0
+    if seconds_since_write > limit:
+        pace = f"its slowest round took {format_duration(slowest)}" if slowest is not None else "no round is done yet"
+        return (f"no write for {format_duration(seconds_since_write)} while {pace}; check the scheduler "
+                "(squeue/sacct) and the job log, then resume with --resume auto")
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def _progress_lines(f, state: str) -> list[str]:
     done, total = int(f["progress/rounds_done"][()]), f["metrics/global/mean_test_accuracy"].shape[0]
     lines = [f"rounds   {done} of {total}"]
     latest = _latest_metrics(f, done)
@@ -122,10 +154,4 @@ def _progress_lines(f, state: str, seconds_since_write: float) -> list[str]:
     if np.isfinite(mean_round):
         eta = f", ETA {format_duration(mean_round * (total - done))}" if state == "running" else ""
         lines.append(f"time     {mean_round:.1f} s per round{eta}")
-    # A job killed outright (OOM, node failure, scancel -9) cannot record its end; the file just stops changing.
-    known = np.isfinite(mean_round)
-    if state == "running" and seconds_since_write > (max(10 * mean_round, 300.0) if known else 300.0):
-        pace = f"rounds take {mean_round:.0f} s" if known else "no round recorded yet"
-        lines.append(f"WARNING  no write for {format_duration(seconds_since_write)} ({pace}): the job "
-                     "may have died without recording it; check the scheduler (squeue/sacct) and the job log")
     return lines

@@ -206,6 +206,7 @@ def collect_env(cfg: Config, rt: Runtime, placement: list[list[int]]) -> dict:
         "mpi_library": MPI.Get_library_version().strip().splitlines()[0], "git_commit": git_commit(),
         "python": sys.version.split()[0], "world_size": rt.size, "hostnames": [h for h, _ in hosts],
         "devices": [d for _, d in hosts], "placement": str(placement),
+        "server_pid": os.getpid(),  # lets `hpcfed status` on the server's host tell a killed job from a slow one
     }
 
 
