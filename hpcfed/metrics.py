@@ -26,6 +26,15 @@ def select_round(eval_rounds: list[int], val_accuracy: dict[int, np.ndarray]) ->
     return best, f"best mean val_accuracy ({scores[best]:.4f})"
 
 
+def format_bytes(n: float) -> str:
+    """Decimal units as network and storage tools print them: 512 B, 12.3 kB, 4.5 MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 def format_duration(seconds: float) -> str:
     """H:MM:SS, for ETAs and ages in progress lines and `hpcfed status`."""
     seconds = int(round(seconds))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from hpcfed.config import Config
-from hpcfed.metrics import format_duration, select_round
+from hpcfed.metrics import format_bytes, format_duration, select_round
 from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter
 from hpcfed.runtime import SERVER
 
@@ -59,12 +59,14 @@ class Recorder:
         if evaluate:
             self.evaluated[r] = rows
         elapsed = time.perf_counter() - self.started
-        comm_share = float(np.mean(timing_rows["aggregate"][1:]) / max(round_seconds, 1e-9))
+        # The aggregate phase is mostly client ranks waiting for the slowest one, then the Allreduce itself.
+        sync_share = float(np.mean(timing_rows["aggregate"][1:]) / max(round_seconds, 1e-9))
+        moved = int(comm["up"].sum() + comm["down"].sum())
         eta = elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1)
         sys.stdout.write(
             f"round {r + 1:>3}/{self.cfg.rounds}  test acc {mean_acc:.3f}  "
             f"train loss {global_row['mean_train_loss']:.3f}  {round_seconds:.2f} s/round  "
-            f"comm {comm_share:.1%}  ETA {format_duration(eta)}\n")
+            f"wait+sync {sync_share:.0%}  moved {format_bytes(moved)}  ETA {format_duration(eta)}\n")
         sys.stdout.flush()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
