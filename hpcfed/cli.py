@@ -241,3 +241,7 @@ def check_env(config: str | None, overrides: tuple[str, ...]) -> None:
     if report is not None:
         click.echo(report)
     sys.exit(code)
+
+
+if __name__ == "__main__":  # `python -m hpcfed.cli` as well as `python -m hpcfed` and the `hpcfed` script
+    main(prog_name="hpcfed")

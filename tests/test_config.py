@@ -117,3 +117,12 @@ def test_cli_bad_config_exits_2_with_the_key(tmp_path):
     result = CliRunner().invoke(main, ["train", str(cfg)])
     assert result.exit_code == 2
     assert "'rounds'" in result.output
+
+
+def test_python_m_hpcfed_cli_runs_the_command_instead_of_exiting_silently():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hpcfed.cli", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "train" in done.stdout, done.stderr
