@@ -168,6 +168,28 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                       f"give '{key}' a value of type {_type_name(tp)}")
 
 
+def section(key: str, value: Any, where: str = "") -> dict[str, Any]:
+    """The mapping of the section `key`. A null one (every key under it commented out) is refused rather than
+    read as the defaults: an empty `model:` would otherwise train a random-init model without a word."""
+    leaf = key.rsplit(".", 1)[-1]
+    if value is None:
+        raise ConfigError(key, f"the section is empty{where} (nothing under '{leaf}:', e.g. every key commented "
+                          "out, which YAML reads as null)",
+                          f"give '{key}' its keys, or delete the '{leaf}:' line to use the defaults")
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"a section must be a mapping of keys, got {value!r}{where}",
+                          f"write its keys indented under '{leaf}:', or delete the line to use the defaults")
+    return value
+
+
+def check_sections(tree: dict[str, Any], where: str = "", cls: type | None = None, prefix: str = "") -> None:
+    """Every section of `tree` (at any depth of the schema) is a non-empty mapping; `method` may be a name."""
+    for name, tp in typing.get_type_hints(cls or Config).items():
+        value = tree.get(name)
+        if name in tree and dataclasses.is_dataclass(tp) and not (name == "method" and isinstance(value, str)):
+            check_sections(section(f"{prefix}{name}", value, where), where, tp, f"{prefix}{name}.")
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(prefix.rstrip(".") or "<top>", f"expected a mapping, got {raw!r}", "use key: value lines")
@@ -182,7 +204,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     for name in names & raw.keys():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name] or {}, f"{prefix}{name}.")
+            kwargs[name] = _build(tp, section(f"{prefix}{name}", raw[name]), f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", raw[name], tp)
     return cls(**kwargs)
