@@ -124,9 +124,10 @@ class Config:
 
     def experiment_digest(self) -> str:
         """Hash of everything that can change the results: the runtime section (threads, polling,
-        checkpointing) and the output path are left out, so a run may move and resume with other settings."""
+        checkpointing) and the output path are left out, so a run may move and resume with other settings;
+        `rounds` too, since no round depends on the total (constant lr, no schedule), so a run may be extended."""
         d = self.to_dict()
-        d.pop("runtime"), d.pop("output")
+        d.pop("runtime"), d.pop("output"), d.pop("rounds")
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=False).encode()).hexdigest()[:16]
 
 
