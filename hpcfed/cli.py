@@ -145,7 +145,8 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
     MPI work; results go to the HDF5 file named by `output`.
 
     \b
-    Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds. SIGUSR1 or SIGTERM stops the
+    Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds and after the last round, so a
+    finished run continues with more rounds by -o rounds=N --resume auto. SIGUSR1 or SIGTERM stops the
     run at the next round boundary with a checkpoint and exit code 75 (requeue, then --resume auto).
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank

@@ -81,8 +81,10 @@ class RuntimeConfig:
     # seconds between tests of a pending collective (0: block and spin inside MPI)
     poll_interval: float = option(0.001, ge=0, fix="use 0.001 on shared or oversubscribed nodes, 0 on dedicated "
                                   "cores")
-    # rounds between checkpoints (0: only when a signal asks for one)
-    checkpoint_every: int = option(5, ge=0, fix="use 0 to checkpoint only on a signal, or k for every k rounds")
+    # rounds between checkpoints (0: none on the way); one is always written after the last round (to extend the
+    # run with more rounds) and when a signal asks for one
+    checkpoint_every: int = option(5, ge=0, fix="use 0 to checkpoint only on a signal and at the end, or k for "
+                                   "every k rounds")
     # newest checkpoints kept; an older one is the fallback if the newest is damaged
     checkpoint_keep: int = option(2, ge=1, fix="keep at least 1 (2 leaves a fallback if the newest is damaged)")
     cuda_aware_mpi: bool = False  # Allreduce straight from GPU memory (needs a CUDA-aware MPI); else pinned staging
