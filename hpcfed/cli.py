@@ -179,7 +179,8 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
     MPI work; results go to the HDF5 file named by `output`.
 
     \b
-    Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds. SIGUSR1 or SIGTERM stops the
+    Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds and after the last round, so a
+    finished run continues with more rounds by -o rounds=N --resume auto. SIGUSR1 or SIGTERM stops the
     run at the next round boundary with a checkpoint and exit code 75 (requeue, then --resume auto).
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
@@ -283,3 +284,7 @@ def check_env(config: str | None, overrides: tuple[str, ...]) -> None:
     if report is not None:
         click.echo(report)
     sys.exit(code)
+
+
+if __name__ == "__main__":  # `python -m hpcfed.cli` as well as `python -m hpcfed` and the `hpcfed` script
+    main(prog_name="hpcfed")

@@ -1,7 +1,7 @@
 """The run file: one HDF5 file per run, written by rank 0 only, readable while the job runs (SWMR).
 
 Layout (the contract between train, status and report):
-  /config                 resolved config as YAML text; attrs: hash
+  /config                 resolved config as YAML text (of the latest start, when resumed); attrs: hash
   /env                    attrs: versions, MPI library, git commit, hosts, devices, ranks, client placement
   /splits                 written by `hpcfed split` (or train): attrs: split_hash, scheme, seed, listing_digest,
                           partitioner parameters; class_names, domain_names, client_domain [C],
@@ -22,7 +22,8 @@ Layout (the contract between train, status and report):
   /status                 running | finished | failed | interrupted (checkpointed on a signal; resume it)
                           attrs: resumes (JSON list of {round, world_size}, one per resumed start)
   /error, /error_rank     on failure: the failing rank's traceback (last 4000 bytes) and its rank; "" and -1
-Every dataset is created up front: SWMR forbids creating objects once readers may be attached."""
+Every dataset is created up front: SWMR forbids creating objects once readers may be attached. The per-round
+datasets (PER_ROUND_GROUPS) can grow along the round axis: a resumed run may be given more rounds."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ GLOBAL_METRICS = ("mean_test_accuracy", "mean_train_loss", "participants", "roun
 PHASES = ("train", "aggregate", "evaluate", "io")
 ERROR_BYTES = 4000
 TRAINING_GROUPS = ("env", "metrics", "final", "timing", "comm", "progress", "error", "error_rank")
+PER_ROUND_GROUPS = ("metrics/client", "metrics/global", "timing", "comm")  # each dataset in them: a row per round
 
 
 
@@ -179,7 +181,8 @@ class RunWriter:
             else:
                 env_group.attrs[key] = str(value) if isinstance(value, str) else value
         for name in CLIENT_METRICS:
-            f.create_dataset(f"metrics/client/{name}", shape=(rounds, n_clients), dtype="f8", fillvalue=np.nan)
+            f.create_dataset(f"metrics/client/{name}", shape=(rounds, n_clients), maxshape=(None, n_clients),
+                             dtype="f8", fillvalue=np.nan)
         for which in ("selected", "last", "zeroshot"):
             for name in CLIENT_METRICS:
                 f.create_dataset(f"final/{which}/{name}", shape=(n_clients,), dtype="f8", fillvalue=np.nan)
@@ -191,13 +194,15 @@ class RunWriter:
             f.create_dataset(f"final/{which}_round", shape=(), dtype="i8", data=-1)
         f.create_dataset("final/selection", shape=(), dtype=h5py.string_dtype(length=64), data="")
         for name in GLOBAL_METRICS:
-            f.create_dataset(f"metrics/global/{name}", shape=(rounds,), dtype="f8", fillvalue=np.nan)
+            f.create_dataset(f"metrics/global/{name}", shape=(rounds,), maxshape=(None,), dtype="f8",
+                             fillvalue=np.nan)
         for phase in PHASES:
-            f.create_dataset(f"timing/{phase}", shape=(rounds, n_ranks), maxshape=(rounds, None), dtype="f8",
+            f.create_dataset(f"timing/{phase}", shape=(rounds, n_ranks), maxshape=(None, None), dtype="f8",
                              fillvalue=np.nan)  # may widen when a run resumes on more ranks
-        f.create_dataset("comm/bytes", shape=(rounds,), dtype="i8", fillvalue=0)
+        f.create_dataset("comm/bytes", shape=(rounds,), maxshape=(None,), dtype="i8", fillvalue=0)
         for direction in ("up", "down"):
-            f.create_dataset(f"comm/bytes_{direction}", shape=(rounds, n_clients), dtype="i8", fillvalue=0)
+            f.create_dataset(f"comm/bytes_{direction}", shape=(rounds, n_clients), maxshape=(None, n_clients),
+                             dtype="i8", fillvalue=0)
         f.create_dataset("progress/rounds_done", shape=(), dtype="i8", data=0)
         f.create_dataset("error", shape=(), dtype=h5py.string_dtype(length=ERROR_BYTES), data="")
         f.create_dataset("error_rank", shape=(), dtype="i8", data=-1)
@@ -207,14 +212,20 @@ class RunWriter:
         return cls(path, f)
 
     @classmethod
-    def reopen(cls, path: Path, rows: int, world_size: int) -> RunWriter:
-        """Reopen a run file to continue after a checkpoint of `rows` rounds: later rows are dropped (NaN), since
-        the rounds after the checkpoint will be run again."""
+    def reopen(cls, path: Path, rows: int, world_size: int, rounds: int, config_yaml: str, config_hash: str
+               ) -> RunWriter:
+        """Reopen a run file to continue after a checkpoint of `rows` rounds, for `rounds` rounds in all (more
+        or fewer than it was made for): later rows are dropped (NaN), since the rounds after the checkpoint
+        will be run again. /config becomes the resumed config, whose `rounds` may differ."""
         _rewrite(Path(path))
         f = h5py.File(path, "r+", libver="latest")
         if "metrics" not in f:
             f.close()
             raise RunFileExists(f"run file {path} holds no training results to resume; start with --resume never")
+        _set_rounds(f, rounds)
+        del f["config"]
+        f.create_dataset("config", data=config_yaml)
+        f["config"].attrs["hash"] = config_hash
         for group in ("metrics/client", "metrics/global", "timing"):
             for name in f[group]:
                 f[f"{group}/{name}"][rows:] = np.nan
@@ -277,6 +288,23 @@ class RunWriter:
             self.file["error_rank"][()] = -1 if error_rank is None else error_rank
         self.file.flush()
         self.file.close()
+
+
+def _set_rounds(f: h5py.File, rounds: int) -> None:
+    """Give every per-round dataset `rounds` rows (new rows hold the fill value)."""
+    for group in PER_ROUND_GROUPS:
+        for name in f[group]:
+            data = f[f"{group}/{name}"]
+            if data.shape[0] == rounds:
+                continue
+            if data.maxshape[0] is None:
+                data.resize(rounds, axis=0)
+            else:  # a file made when these datasets had a fixed length: copied into a growable one
+                kept, fill, dtype, maxshape = data[:rounds], data.fillvalue, data.dtype, data.maxshape
+                del f[f"{group}/{name}"]
+                grown = f.create_dataset(f"{group}/{name}", shape=(rounds, *kept.shape[1:]),
+                                         maxshape=(None, *maxshape[1:]), dtype=dtype, fillvalue=fill)
+                grown[:len(kept)] = kept
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

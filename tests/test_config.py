@@ -117,3 +117,30 @@ def test_cli_bad_config_exits_2_with_the_key(tmp_path):
     result = CliRunner().invoke(main, ["train", str(cfg)])
     assert result.exit_code == 2
     assert "'rounds'" in result.output
+
+
+def test_python_m_hpcfed_cli_runs_the_command_instead_of_exiting_silently():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hpcfed.cli", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "train" in done.stdout, done.stderr
+
+
+def test_the_experiment_digest_ignores_rounds_so_a_run_can_be_extended():
+    five, ten = parse_config({"rounds": 5}), parse_config({"rounds": 10})
+    assert five.experiment_digest() == ten.experiment_digest()
+    assert five.digest() != ten.digest()  # the full config hash (/config attrs) still tells them apart
+
+
+def test_the_experiment_digest_still_changes_with_what_changes_a_round():
+    base = parse_config({"rounds": 5}).experiment_digest()
+    for overrides in (["seed=1"], ["train.lr=0.1"], ["participation=0.5"], ["eval_every=2"], ["method.alpha=0.01"]):
+        assert parse_config({"rounds": 5}, overrides).experiment_digest() != base, overrides
+
+
+def test_the_experiment_digest_ignores_where_and_how_the_run_is_executed():
+    base = parse_config({}).experiment_digest()
+    assert parse_config({}, ["output=elsewhere.h5", "runtime.threads=4", "runtime.checkpoint_every=1"]
+                        ).experiment_digest() == base

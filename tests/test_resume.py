@@ -150,3 +150,24 @@ def test_resume_and_overwrite_together_are_refused_before_launch(tmp_path, image
     cfg = config(tmp_path / "both.yaml", image_tree)
     done = run_mpi(2, [str(HPCFED), "train", str(cfg), "--resume", "auto", "--overwrite"], timeout=60)
     assert done.returncode != 0 and done.stderr.count("pass only one of them") == 1
+
+
+def test_a_finished_run_is_extended_with_more_rounds_and_keeps_its_first_rounds(tmp_path, image_tree):
+    cfg = write_config(tmp_path / "grow.yaml", image_tree, rounds=2, participation=1.0)
+    first = run_mpi(3, [str(HPCFED), "train", str(cfg)])
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = results(cfg.with_suffix(".h5"))
+    assert (cfg.with_suffix(".ckpt") / "round-000002").is_dir()  # the last round is checkpointed
+    more = run_mpi(3, [str(HPCFED), "train", str(cfg), "-o", "rounds=3", "--resume", "auto"])
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert f"resuming {cfg.with_suffix('.h5')} at round 3" in more.stdout and "round   3/3" in more.stdout
+    with open_run(cfg.with_suffix(".h5")) as f:
+        assert f["status"].asstr()[()] == "finished" and int(f["progress/rounds_done"][()]) == 3
+        assert int(f["final/last_round"][()]) == 2 and "rounds: 3" in f["config"].asstr()[()]
+        for name in f["metrics/client"]:
+            rows = f[f"metrics/client/{name}"][:]
+            assert rows.shape[0] == 3
+            np.testing.assert_array_equal(rows[:2], before[f"metrics/client/{name}"], err_msg=name)
+        assert np.isfinite(f["metrics/client/test_accuracy"][2]).all()  # round 3 was run and evaluated
+    fewer = run_mpi(3, [str(HPCFED), "train", str(cfg), "-o", "rounds=2", "--resume", "auto"])
+    assert fewer.returncode == 2 and "already holds 3 rounds" in fewer.stderr, fewer.stderr[-3000:]

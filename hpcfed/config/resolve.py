@@ -14,13 +14,15 @@ Shipped protocol configs set none of the recipe keys (tests/test_configs_shipped
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hpcfed.config.schema import Config, MethodConfig, TrainConfig, _build
+from hpcfed.config.schema import Config, MethodConfig, TrainConfig, _build, check_sections, section
+from hpcfed.config.strict_yaml import load_yaml
 from hpcfed.errors import ConfigError
 from hpcfed.options import check_options
 
@@ -70,19 +72,58 @@ def merge_trees(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def refuse_non_finite(value: Any, key: str, where: str) -> None:
+    """Refuse .inf/.nan anywhere (lists, method options, recipes), naming the key: no setting takes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value} ({where})",
+                          "write a finite number (YAML reads .inf and .nan as infinity and not-a-number)")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            refuse_non_finite(item, f"{key}.{name}" if key else str(name), where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_non_finite(item, f"{key}[{i}]", where)
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found", "pass the path of a YAML file, e.g. configs/demo.yaml")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), f"the config file cannot be read ({e.strerror})",
+                          "check the path and its permissions") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "the config file is not UTF-8 text (a binary file?)",
+                          "pass the YAML config file, e.g. configs/demo.yaml") from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """One file's own tree, refused when empty, not a mapping, or holding an empty section or a non-finite number."""
+    text = _read_text(path)
+    tree = load_yaml(text, str(path))
+    if tree is None:
+        what = "0 bytes" if not text.strip() else "only comments or null"
+        raise ConfigError(str(path), f"the config file is empty ({what})",
+                          "write the run's settings as key: value lines, e.g. start from a copy of configs/demo.yaml")
+    if not isinstance(tree, dict):
+        raise ConfigError(str(path), f"the config file is not a mapping of keys (it holds {tree!r:.60})",
+                          "write key: value lines")
+    refuse_non_finite(tree, "", f"in {path}")
+    check_sections(tree, f" in {path}")
+    base = tree.get("base")
+    if base is not None and not (isinstance(base, str) and base.strip()):
+        raise ConfigError(f"{path}: base", f"expected the path of another YAML file, got {base!r}",
+                          "write e.g. base: common.yaml (relative to this file), or delete the line")
+    return tree
+
+
 def read_yaml_tree(path: Path, seen: tuple[Path, ...] = (), origins: dict[str, str] | None = None) -> dict[str, Any]:
     """A config file as a tree; `base: other.yaml` (relative to the file) is read first and overlaid, so a
     family of published settings shares one file of common keys. `origins` collects dotted key -> file."""
-    if not path.is_file():
-        raise ConfigError(str(path), "config file not found", "pass the path of a YAML file, e.g. configs/demo.yaml")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: base", "the base chain loops back to this file", "remove the cycle")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), f"not valid YAML ({e})", "fix the YAML syntax at the position shown") from e
-    if not isinstance(tree, dict):
-        raise ConfigError(str(path), "the file is not a mapping of keys", "write key: value lines")
+    tree = _read_mapping(path)
     base = tree.pop("base", None)
     own_keys = [key for key, _ in _flatten(_lift_method_options(tree))]  # this file's keys, before the overlay
     if base is not None:
@@ -112,8 +153,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str], origins: dict[st
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(item, "an override must look like key=value", "write e.g. -o rounds=5")
-        value = yaml.safe_load(text) if text.strip() else None
         key = key.strip()
+        value = load_yaml(text, f"-o {item}", f"{key}.", show_lines=False) if text.strip() else None
+        refuse_non_finite(value, key, f"set by -o {item}")
         if origins is not None:
             origins.update({k: OVERRIDE for k, _ in _flatten({key: value})} if isinstance(value, dict)
                            else {key: OVERRIDE})
@@ -139,18 +181,12 @@ def _lift_method_options(tree: dict[str, Any]) -> dict[str, Any]:
 
 def _recipes(tree: dict[str, Any], method_names: list[str]) -> dict[str, dict[str, Any]]:
     """The config's per-method train settings, checked: known methods, known train keys."""
-    recipes = tree.pop("recipes", None) or {}
-    if not isinstance(recipes, dict):
-        raise ConfigError("recipes", f"expected a mapping of method -> train keys, got {recipes!r}",
-                          "write e.g. recipes: {pfedmma: {lr: 0.01}}")
+    recipes = section("recipes", tree.pop("recipes")) if "recipes" in tree else {}
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, keys in recipes.items():
         if name not in method_names:
             raise ConfigError(f"recipes.{name}", f"unknown method {name!r}", f"choose one of {method_names}")
-        if not isinstance(keys, dict):
-            raise ConfigError(f"recipes.{name}", f"expected a mapping of train keys, got {keys!r}",
-                              "write e.g. recipes: {pfedmma: {lr: 0.01}}")
-        for key in keys:
+        for key in section(f"recipes.{name}", keys):
             if key not in train_keys:
                 raise ConfigError(f"recipes.{name}.{key}", "not a train key",
                                   f"use one of the train keys: {sorted(train_keys)}")
@@ -169,11 +205,13 @@ def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
 
     sources = dict(origins or {})
     tree = apply_overrides(_lift_method_options(dict(tree or {})), overrides or [], sources)
+    tree = _lift_method_options(tree)  # again: an override may have replaced the whole method, e.g. -o method=fedavg
+    check_sections(tree)
     recipes = _recipes(tree, METHODS.names())
-    name = (tree.get("method") or {}).get("name", MethodConfig.name)
-    train = tree.setdefault("train", {}) if isinstance(tree.get("train", {}), dict) else tree.get("train")
+    name = tree.get("method", {}).get("name", MethodConfig.name)
+    train = tree.setdefault("train", {})
     for key, value in recipes.get(name, {}).items():
-        if sources.get(f"train.{key}") != OVERRIDE and isinstance(train, dict):
+        if sources.get(f"train.{key}") != OVERRIDE:
             train[key] = value
             sources[f"train.{key}"] = f"{sources.get(f'recipes.{name}.{key}', 'config')}: recipes.{name}"
     config = _build(Config, tree)
@@ -183,7 +221,7 @@ def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
     options = dataclasses.asdict(declared)
     recipe = method.reference_recipe(options, config.partition.shots)
     where = f"recipe of {config.method.name}: {method.reference_source(options)}"
-    given = set(train) if isinstance(train, dict) else set()
+    given = set(train)
     for key, value in recipe.items():
         if key not in given:
             setattr(config.train, key, value)

@@ -81,8 +81,10 @@ class RuntimeConfig:
     # seconds between tests of a pending collective (0: block and spin inside MPI)
     poll_interval: float = option(0.001, ge=0, fix="use 0.001 on shared or oversubscribed nodes, 0 on dedicated "
                                   "cores")
-    # rounds between checkpoints (0: only when a signal asks for one)
-    checkpoint_every: int = option(5, ge=0, fix="use 0 to checkpoint only on a signal, or k for every k rounds")
+    # rounds between checkpoints (0: none on the way); one is always written after the last round (to extend the
+    # run with more rounds) and when a signal asks for one
+    checkpoint_every: int = option(5, ge=0, fix="use 0 to checkpoint only on a signal and at the end, or k for "
+                                   "every k rounds")
     # newest checkpoints kept; an older one is the fallback if the newest is damaged
     checkpoint_keep: int = option(2, ge=1, fix="keep at least 1 (2 leaves a fallback if the newest is damaged)")
     cuda_aware_mpi: bool = False  # Allreduce straight from GPU memory (needs a CUDA-aware MPI); else pinned staging
@@ -124,9 +126,10 @@ class Config:
 
     def experiment_digest(self) -> str:
         """Hash of everything that can change the results: the runtime section (threads, polling,
-        checkpointing) and the output path are left out, so a run may move and resume with other settings."""
+        checkpointing) and the output path are left out, so a run may move and resume with other settings;
+        `rounds` too, since no round depends on the total (constant lr, no schedule), so a run may be extended."""
         d = self.to_dict()
-        d.pop("runtime"), d.pop("output")
+        d.pop("runtime"), d.pop("output"), d.pop("rounds")
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=False).encode()).hexdigest()[:16]
 
 
@@ -168,6 +171,28 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                       f"give '{key}' a value of type {_type_name(tp)}")
 
 
+def section(key: str, value: Any, where: str = "") -> dict[str, Any]:
+    """The mapping of the section `key`. A null one (every key under it commented out) is refused rather than
+    read as the defaults: an empty `model:` would otherwise train a random-init model without a word."""
+    leaf = key.rsplit(".", 1)[-1]
+    if value is None:
+        raise ConfigError(key, f"the section is empty{where} (nothing under '{leaf}:', e.g. every key commented "
+                          "out, which YAML reads as null)",
+                          f"give '{key}' its keys, or delete the '{leaf}:' line to use the defaults")
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"a section must be a mapping of keys, got {value!r}{where}",
+                          f"write its keys indented under '{leaf}:', or delete the line to use the defaults")
+    return value
+
+
+def check_sections(tree: dict[str, Any], where: str = "", cls: type | None = None, prefix: str = "") -> None:
+    """Every section of `tree` (at any depth of the schema) is a non-empty mapping; `method` may be a name."""
+    for name, tp in typing.get_type_hints(cls or Config).items():
+        value = tree.get(name)
+        if name in tree and dataclasses.is_dataclass(tp) and not (name == "method" and isinstance(value, str)):
+            check_sections(section(f"{prefix}{name}", value, where), where, tp, f"{prefix}{name}.")
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(prefix.rstrip(".") or "<top>", f"expected a mapping, got {raw!r}", "use key: value lines")
@@ -182,7 +207,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     for name in names & raw.keys():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name] or {}, f"{prefix}{name}.")
+            kwargs[name] = _build(tp, section(f"{prefix}{name}", raw[name]), f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", raw[name], tp)
     return cls(**kwargs)

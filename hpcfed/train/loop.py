@@ -127,10 +127,12 @@ def _bytes_moved(cfg: Config, payload: tuple[int, int], selected: np.ndarray) ->
 
 
 def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, rounds_done: int) -> bool:
-    """Checkpoint when due or asked to; True when a signal asked the job to stop (all ranks agree on it)."""
-    stopping = rt.any_rank(stop.received is not None) and rounds_done < cfg.rounds
+    """Checkpoint when due, asked to, or after the last round (a finished run can be extended with more
+    rounds); True when a signal asked the job to stop (all ranks agree on it)."""
+    last = rounds_done == cfg.rounds
+    stopping = rt.any_rank(stop.received is not None) and not last
     every = cfg.runtime.checkpoint_every
-    if stopping or (every and rounds_done % every == 0 and rounds_done < cfg.rounds):
+    if stopping or last or (every and rounds_done % every == 0):
         checkpoint.save(rt, checkpoint.checkpoint_root(cfg.output_path), rounds_done, rounds_done,
                         cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep)
     return stopping

@@ -24,9 +24,11 @@ class Recorder:
     def __init__(self, cfg: Config, writer: RunWriter, splits, n_domains: int, first_round: int = 0):
         self.cfg, self.writer, self.n_domains, self.first_round = cfg, writer, n_domains, first_round
         self.client_domain = np.array([c.domain for c in splits.clients])
-        # Rounds evaluated before a resume come back from the run file, for the model selection at the end.
-        self.evaluated = {r: {name: writer.file[f"metrics/client/{name}"][r] for name in CLIENT_METRICS}
-                          for r in range(first_round) if is_eval_round(cfg, r)}
+        # Rounds evaluated before a resume come back from the run file, for the model selection at the end; with
+        # more rounds than before, the old last round was evaluated although is_eval_round now says no.
+        before = {name: writer.file[f"metrics/client/{name}"][:first_round] for name in CLIENT_METRICS}
+        self.evaluated = {r: {name: rows[r] for name, rows in before.items()} for r in range(first_round)
+                          if is_eval_round(cfg, r) or np.isfinite(before["test_accuracy"][r]).any()}
         self.started = time.perf_counter()
 
     def zero_shot(self, gathered: list[dict[int, dict[str, float]]]) -> None:

@@ -22,7 +22,7 @@ import yaml
 from hpcfed.config import Config, MethodConfig
 from hpcfed.data import Listing, load_listing
 from hpcfed.data.verify import verify_images
-from hpcfed.errors import CheckpointError, DataError, RunFileExists, SplitError
+from hpcfed.errors import CheckpointError, ConfigError, DataError, RunFileExists, SplitError
 from hpcfed.results import RunWriter, create_split_file, open_run, read_splits
 from hpcfed.rng import Stream, torch_seed
 from hpcfed.runtime import SERVER, Runtime, agree, place_clients
@@ -162,28 +162,78 @@ def zero_shot_metrics(cfg: Config, rt: Runtime, listing: Listing, splits: Splits
 # ---- resume point and run file ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RunFileState:
+    """How far an existing run file has come (all False/0 when there is none, or it holds splits only)."""
+
+    trained: bool  # holds training results
+    rounds_done: int
+    finished: bool
+
+
+def run_file_state(path: Path) -> RunFileState:
+    if not path.exists():
+        return RunFileState(False, 0, False)
+    try:
+        f = open_run(path)
+    except OSError as e:
+        raise RunFileExists(f"output {path} exists and is not a readable hpcfed run file ({e}); it is left "
+                            f"untouched: pass --resume never --overwrite to replace it, or set -o output=<new path>"
+                            ) from None
+    with f:
+        if "metrics" not in f:
+            return RunFileState(False, 0, False)
+        return RunFileState(True, int(f["progress/rounds_done"][()]), f["status"].asstr()[()].strip() == "finished")
+
+
+def _refuse_fewer_rounds(cfg: Config, done: int, what: str) -> None:
+    if cfg.rounds < done:
+        raise ConfigError("rounds", f"is {cfg.rounds}, but {what} already holds {done} rounds; a resumed run can "
+                          "only keep or extend its rounds",
+                          f"resume with rounds >= {done}, or start a shorter run with --overwrite or -o "
+                          "output=<new path>")
+
+
+def _no_checkpoint_to_extend(cfg: Config, done: int) -> CheckpointError:
+    root = checkpoint.checkpoint_root(cfg.output_path)
+    return CheckpointError(
+        f"{cfg.output_path} finished {done} rounds but has no checkpoint in {root} to continue from to "
+        f"{cfg.rounds} rounds (runs made before hpcfed checkpointed the last round have none of it, "
+        f"and none at all with runtime.checkpoint_every 0 or above the rounds); train {cfg.rounds} rounds from "
+        f"round 0 with -o output=<new path> to keep this file, or with --resume never --overwrite to replace it")
+
+
 def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None:
-    """Where training starts (rank 0): None for round 0, else the checkpoint to continue from."""
+    """Where training starts (rank 0): None for round 0, else the checkpoint to continue from. A run file that
+    finished gives `Checkpoint(run file, rounds, rounds)` (nothing left to run) when it holds cfg.rounds rounds;
+    with more rounds it continues from its newest checkpoint (a finished run keeps one of its last round)."""
     root = checkpoint.checkpoint_root(cfg.output_path)
     if resume == "never":
         return None
     if overwrite:
         raise RunFileExists("--overwrite starts the run again and --resume continues it: pass only one of them")
+    state = run_file_state(cfg.output_path)
+    _refuse_fewer_rounds(cfg, state.rounds_done, f"run file {cfg.output_path}")
     if resume != "auto":
         try:
-            return checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
+            found = checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
         except CheckpointError as e:
             raise CheckpointError(f"cannot resume from {resume}: {e}") from None
-    trained = False
-    if cfg.output_path.exists():
-        with open_run(cfg.output_path) as f:
-            trained = "metrics" in f
-            if f["status"].asstr()[()] == "finished":
-                return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
+        _refuse_fewer_rounds(cfg, found.round, f"checkpoint {resume}")
+        return found
+    if state.finished and state.rounds_done == cfg.rounds:
+        return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
     found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients)
-    if found is None and trained:
+    if found is None and state.finished:
+        raise _no_checkpoint_to_extend(cfg, state.rounds_done)
+    if found is None and state.trained:
         sys.stdout.write(f"no checkpoint of {cfg.output_path} yet: starting from round 0\n")
     return found
+
+
+def nothing_left(cfg: Config, start: Checkpoint | None) -> bool:
+    """Whether `start` is resume_point's answer for a run file that already finished all its rounds."""
+    return start is not None and start.path == cfg.output_path
 
 
 def collect_env(cfg: Config, rt: Runtime, placement: list[list[int]]) -> dict:
@@ -219,7 +269,7 @@ def open_writer(cfg: Config, rt: Runtime, start: Checkpoint | None, env: dict, n
     if replace:  # checkpoints of a replaced run must never be resumed later
         shutil.rmtree(checkpoint.checkpoint_root(cfg.output_path), ignore_errors=True)
     if start is not None:
-        return RunWriter.reopen(cfg.output_path, start.rows, rt.size)
+        return RunWriter.reopen(cfg.output_path, start.rows, rt.size, cfg.rounds, cfg.to_yaml(), cfg.digest())
     return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env,
                             n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=rt.size, n_domains=n_domains,
                             replace=replace)
@@ -264,7 +314,7 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
     listing = agree(world, lambda: read_listing(cfg))  # every rank reads it: it needs the paths
     start = world.bcast(agree(world, lambda: resume_point(cfg, resume, overwrite) if rt.is_server else None),
                         root=SERVER)
-    if start is not None and start.round >= cfg.rounds:
+    if nothing_left(cfg, start):
         if rt.is_server:
             sys.stdout.write(f"{cfg.output_path} already finished all {cfg.rounds} rounds; nothing to resume\n")
         return None
