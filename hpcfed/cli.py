@@ -18,7 +18,29 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """click's group with its usage errors in hpcfed's one-line form: 'hpcfed: <problem> (see <command> -h)',
+    where click prints the usage block first and the problem last."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # plain `hpcfed`: the help, as click shows it
+            click.echo(e.format_message())
+            sys.exit(0)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "hpcfed"
+            _fail(f"{e.format_message().rstrip('.')} (see '{where} -h')", e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpcfed")
 def main() -> None:
     """Personalized federated fine-tuning of CLIP-family models on MPI.
@@ -186,6 +208,9 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
     if overwrite and resume != "never":
         _fail("--overwrite starts the run again and --resume continues it: pass only one of them")
+    if resume not in ("auto", "never") and not Path(resume).is_dir():
+        _fail(f"--resume {resume}: not 'auto', 'never' or a checkpoint directory; pass --resume auto, or a "
+              "directory such as runs/demo_seed0.ckpt/round-000004")
     from hpcfed.runtime import StopRequest
 
     stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank

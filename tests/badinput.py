@@ -104,3 +104,43 @@ def assert_refused(outcome: Outcome, code: int, problem: str | tuple[str, ...], 
     assert outcome.seconds < LIMIT_SECONDS, f"took {outcome.seconds:.0f} s\n{shown}"
     if untouched is not None:
         assert fingerprint(*map(Path, untouched)) == untouched, f"files changed\n{shown}"
+
+
+def run_and_signal(args: list[str], ranks: int, when: str, signals: list[int], cwd: Path | None = None,
+                   timeout: float = LIMIT_SECONDS) -> Outcome:
+    """Launch `python -m hpcfed ARGS` on `ranks` under mpiexec and send `signals` (0.3 s apart) to the launcher,
+    as a user's Ctrl-C or a scheduler's SIGTERM would, as soon as a line of stdout contains `when`."""
+    import signal
+    import threading
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("SLURM_NTASKS", None)
+    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "hpcfed", *args]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=cwd or REPO)
+    err_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    out_lines, sent = [], False
+    deadline = start + timeout
+    for line in proc.stdout:
+        out_lines.append(line)
+        if not sent and when in line:
+            for k, s in enumerate(signals):
+                if k:
+                    time.sleep(0.3)
+                proc.send_signal(s)
+            sent = True
+        if time.perf_counter() > deadline:
+            break
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"{' '.join(args)} did not end within {timeout} s after the signal; output:\n"
+                             f"{''.join(out_lines)}") from None
+    reader.join(5)
+    assert sent, f"never saw {when!r} in the output:\n{''.join(out_lines)}\n{''.join(err_chunks)}"
+    return Outcome(proc.returncode, "".join(out_lines), "".join(err_chunks), time.perf_counter() - start)
