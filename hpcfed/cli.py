@@ -154,6 +154,7 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
 
 def _writable_folder(folder: Path) -> Path | None:
     """The nearest existing folder of `folder` if this user may create files there, else None."""
+    folder = Path(os.path.abspath(folder))  # 'new/../x' means x, though 'new' does not exist
     while not folder.exists():
         folder = folder.parent
     return folder if folder.is_dir() and os.access(folder, os.W_OK) else None

@@ -55,8 +55,10 @@ def check_output(c: Config) -> None:
     fix = "use only {name} and {seed}, e.g. output: runs/{name}_seed{seed}.h5"
     try:
         path = c.output_path
-    except (KeyError, IndexError) as e:
+    except KeyError as e:
         raise ConfigError("output", f"{c.output!r} has the unknown placeholder {{{e.args[0]}}}", fix) from None
+    except IndexError:
+        raise ConfigError("output", f"{c.output!r} has a placeholder without a name, {{}}", fix) from None
     except ValueError as e:
         raise ConfigError("output", f"{c.output!r} is not a valid template ({e})", fix) from None
     _require(not path.is_dir(), "output", f"{path} is a directory",
