@@ -103,7 +103,7 @@ def check_world(launcher: Launcher, world_size: int, version: str) -> Check:
     return check_launcher(launcher, version)
 
 
-def launch_problem(env: dict[str, str]) -> tuple[str, int | None] | None:
+def launch_problem(env: dict[str, str], single_process: bool = False) -> tuple[str, int | None] | None:
     """(what is wrong with how this process was launched, the launcher's rank) before MPI_Init, which would abort
     with the library's own error stacks or run every process as a world of one; None when the launch can work."""
     launcher = detect_launcher(env)
@@ -112,9 +112,11 @@ def launch_problem(env: dict[str, str]) -> tuple[str, int | None] | None:
     if check.status == FAIL:
         return f"{check.message}. Fix: {check.fix}", launcher.rank
     if launcher.speaks == "none":
-        if (launcher.size or 1) > 1:
+        if (launcher.size or 1) > 1:  # several processes, each a world of one: a foreign launch
             return (f"{launcher.name} started {launcher.size} processes, each of which would be a world of one. Fix: "
                     f"{_launch_fix(version)}"), launcher.rank
+        if single_process:
+            return None
         return ("one process: hpcfed train needs a server rank and at least one client rank. Fix: launch with "
                 f"e.g. '{matching_mpiexec()} -n 3 hpcfed train CONFIG', or under SLURM 'srun --mpi=pmi2 hpcfed "
                 "train CONFIG'"), None

@@ -203,8 +203,9 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
 
     \b
     Checkpoints go to <output>.ckpt/ every runtime.checkpoint_every rounds and after the last round, so a
-    finished run continues with more rounds by -o rounds=N --resume auto. SIGUSR1 or SIGTERM stops the
-    run at the next round boundary with a checkpoint and exit code 75 (requeue, then --resume auto).
+    finished run continues with more rounds by -o rounds=N --resume auto. SIGUSR1, SIGTERM or Ctrl-C stops
+    the run at the next round boundary with a checkpoint and exit code 75 (requeue, then --resume auto); during
+    set-up they stop it at once, with the same code. A second Ctrl-C stops at once, without a checkpoint.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per rank
     if overwrite and resume != "never":
@@ -212,9 +213,6 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
     if resume not in ("auto", "never") and not Path(resume).is_dir():
         _fail(f"--resume {resume}: not 'auto', 'never' or a checkpoint directory; pass --resume auto, or a "
               "directory such as runs/demo_seed0.ckpt/round-000004")
-    from hpcfed.runtime import StopRequest
-
-    stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
     if print_config:  # the config as it would run; missing weights are reported, not fatal, here
         click.echo(_resolve(config, overrides, check_weights=False).table())
         from hpcfed.config import resolve_file
@@ -225,25 +223,38 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
         except ConfigError as e:
             click.echo(f"note: `hpcfed train` would stop here: {e}")
         return
-    cfg = _load(config, overrides)
-    from hpcfed.checkenv import launch_problem
+    from hpcfed.runtime import StopRequest
 
-    problem = launch_problem(dict(os.environ))  # before MPI_Init, which a foreign launcher makes abort
+    stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
+    try:
+        cfg = _load(config, overrides)
+        rt = _start_mpi(cfg, single_process=False)
+        from hpcfed.runtime import abort_on_error
+        from hpcfed.train.loop import run
+        from hpcfed.train.summary import print_client_table
+
+        with abort_on_error(rt.world):
+            run(cfg, rt, overwrite=overwrite, resume=resume, stop=stop)
+            if rt.is_server:
+                print_client_table(cfg.output_path)
+                click.echo(f"results: {cfg.output_path}")
+    finally:
+        stop.restore()
+
+
+def _start_mpi(cfg, single_process: bool):
+    """The MPI runtime, once the launch is known to work: a launcher whose MPI differs from mpi4py's makes
+    MPI_Init abort with the library's own error stacks, so that is checked first, from the environment."""
+    from hpcfed.checkenv import launch_problem
+    from hpcfed.runtime import init_runtime
+
+    problem = launch_problem(dict(os.environ), single_process)
     if problem is not None:
         message, launcher_rank = problem
         if launcher_rank in (None, 0):
             click.echo(f"hpcfed: launch error: {message}", err=True)
         sys.exit(2)
-    from hpcfed.runtime import abort_on_error, init_runtime
-    from hpcfed.train.loop import run
-    from hpcfed.train.summary import print_client_table
-
-    rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval, cfg.runtime.cuda_aware_mpi)
-    with abort_on_error(rt.world):
-        run(cfg, rt, overwrite=overwrite, resume=resume, stop=stop)
-        if rt.is_server:
-            print_client_table(cfg.output_path)
-            click.echo(f"results: {cfg.output_path}")
+    return init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval, cfg.runtime.cuda_aware_mpi)
 
 
 @main.command()
@@ -262,17 +273,23 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     views_overrides = (f"train.augment={'true' if views else 'false'}", f"train.augment_views={views}")
-    cfg = _load(config, overrides + (views_overrides if views is not None else ()))
-    from hpcfed.runtime import abort_on_error, init_runtime
-    from hpcfed.train.setup import extract_only
+    from hpcfed.runtime import StopRequest
 
-    rt = init_runtime(cfg.runtime.device, cfg.runtime.threads, cfg.runtime.poll_interval)
-    with abort_on_error(rt.world):
-        path = extract_only(cfg, rt, overwrite)
-        if rt.is_server:
-            k = cfg.train.augment_views
-            views_hint = f" -o train.augment=true -o train.augment_views={k}" if k else ""
-            click.echo(f"cache: {path}  (train with -o extract.enabled=true{views_hint})")
+    stop = StopRequest()  # a signal stops every rank at its next chunk, with exit 75
+    try:
+        cfg = _load(config, overrides + (views_overrides if views is not None else ()))
+        rt = _start_mpi(cfg, single_process=True)
+        from hpcfed.runtime import abort_on_error
+        from hpcfed.train.setup import extract_only
+
+        with abort_on_error(rt.world):
+            path = extract_only(cfg, rt, overwrite)
+            if rt.is_server:
+                k = cfg.train.augment_views
+                views_hint = f" -o train.augment=true -o train.augment_views={k}" if k else ""
+                click.echo(f"cache: {path}  (train with -o extract.enabled=true{views_hint})")
+    finally:
+        stop.restore()
 
 
 @main.command()

@@ -27,7 +27,7 @@ import torch
 from hpcfed.data.listing import Listing
 from hpcfed.errors import CacheError
 from hpcfed.extract.prefix import Cut, frozen_prefix
-from hpcfed.runtime import raise_if_stopped
+from hpcfed.runtime import agree, raise_if_stopped
 
 FORMAT = 1
 CHUNK = 64  # images per forward pass and per write
@@ -119,14 +119,20 @@ def build(path: Path, parts: dict, plan: Plan, rt, images, visual, cut: Cut, lis
     pieces = np.array_split(np.arange(len(jobs)), len(workers))
     parts_dir = path.with_suffix(".parts")
     dtype = {"float16": torch.float16, "float32": torch.float32}[parts["dtype"]]
-    if rt.rank in workers:
-        mine = pieces[workers.index(rt.rank)]
-        _write_slice(parts_dir / f"rank-{rt.rank:05d}.h5", [jobs[k] for k in mine], images, visual, cut, dtype)
-    rt.barrier()
-    if rt.rank == 0:
-        _assemble(path, parts, plan, [parts_dir / f"rank-{w:05d}.h5" for w in workers], images_digest(listing))
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    rt.barrier()
+
+    def write_mine() -> None:
+        if rt.rank in workers:
+            mine = pieces[workers.index(rt.rank)]
+            _write_slice(parts_dir / f"rank-{rt.rank:05d}.h5", [jobs[k] for k in mine], images, visual, cut, dtype)
+
+    def assemble() -> None:
+        if rt.rank == 0:
+            _assemble(path, parts, plan, [parts_dir / f"rank-{w:05d}.h5" for w in workers], images_digest(listing))
+            shutil.rmtree(parts_dir, ignore_errors=True)
+
+    # Through `agree`, not barriers: a full disk or a stop signal on one rank stops all of them at the same point.
+    agree(rt.world, write_mine)
+    agree(rt.world, assemble)
 
 
 def _assemble(path: Path, parts: dict, plan: Plan, slices: list[Path], stat_digest: str) -> None:
