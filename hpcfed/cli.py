@@ -33,18 +33,18 @@ OVERRIDE_HELP = ("Override a config key with a dotted path; the value is read as
                  "-o rounds=5 -o seed=0 -o method.alpha=0.01 -o 'data.domains=[noto,twemoji]'.")
 
 
-def _resolve(config: str, overrides: tuple[str, ...], check_weights: bool = True):
+def _resolve(config: str, overrides: tuple[str, ...], check_weights: bool = True, check_data: bool = False):
     from hpcfed.config import resolve_file
     from hpcfed.errors import ConfigError
 
     try:
-        return resolve_file(config, list(overrides), check_weights)
+        return resolve_file(config, list(overrides), check_weights, check_data)
     except ConfigError as e:
         _fail(str(e))
 
 
-def _load(config: str, overrides: tuple[str, ...]):
-    return _resolve(config, overrides).config
+def _load(config: str, overrides: tuple[str, ...], check_data: bool = False):
+    return _resolve(config, overrides, check_data=check_data).config
 
 
 @main.command()
@@ -160,11 +160,11 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
         from hpcfed.errors import ConfigError
 
         try:
-            resolve_file(config, list(overrides))
+            resolve_file(config, list(overrides), check_data=True)
         except ConfigError as e:
             click.echo(f"note: `hpcfed train` would stop here: {e}")
         return
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, check_data=True)  # every problem of the config, weights and data at once
     from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.loop import run
     from hpcfed.train.summary import print_client_table
@@ -193,7 +193,7 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     views_overrides = (f"train.augment={'true' if views else 'false'}", f"train.augment_views={views}")
-    cfg = _load(config, overrides + (views_overrides if views is not None else ()))
+    cfg = _load(config, overrides + (views_overrides if views is not None else ()), check_data=True)
     from hpcfed.runtime import abort_on_error, init_runtime
     from hpcfed.train.setup import extract_only
 

@@ -161,9 +161,10 @@ def _recipes(tree: dict[str, Any], method_names: list[str]) -> dict[str, dict[st
 
 
 def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
-            origins: dict[str, str] | None = None, check_weights: bool = True) -> Resolved:
+            origins: dict[str, str] | None = None, check_weights: bool = True, check_data: bool = False) -> Resolved:
     """The validated Config of a file tree plus overrides, and the source of every value (see the docstring).
-    `check_weights=False` skips only the check that the model's weights are on this machine."""
+    `check_weights=False` skips only the check that the model's weights are on this machine; `check_data` adds
+    the check that the dataset's folder is (commands about to run on it)."""
     from hpcfed.config.validate import validate
     from hpcfed.methods import METHODS  # torch: only once a config is parsed, not for report or status
 
@@ -190,7 +191,7 @@ def resolve(tree: dict[str, Any] | None, overrides: list[str] | None = None,
             sources[f"train.{key}"] = where
     for option in options:
         sources.setdefault(f"method.{option}", f"default of {config.method.name}")
-    validate(config, check_weights)
+    validate(config, check_weights, check_data)
     return Resolved(config, sources)
 
 
@@ -198,9 +199,10 @@ def parse_config(tree: dict[str, Any] | None, overrides: list[str] | None = None
     return resolve(tree, overrides).config
 
 
-def resolve_file(path: str | Path, overrides: list[str] | None = None, check_weights: bool = True) -> Resolved:
+def resolve_file(path: str | Path, overrides: list[str] | None = None, check_weights: bool = True,
+                 check_data: bool = False) -> Resolved:
     origins: dict[str, str] = {}
-    return resolve(read_yaml_tree(Path(path), origins=origins), overrides, origins, check_weights)
+    return resolve(read_yaml_tree(Path(path), origins=origins), overrides, origins, check_weights, check_data)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
