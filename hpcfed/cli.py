@@ -237,7 +237,9 @@ def check_env(config: str | None, overrides: tuple[str, ...]) -> None:
     """
     from hpcfed.checkenv import run_checks
 
-    report, code = run_checks(config, list(overrides))
+    report, failure, code = run_checks(config, list(overrides))
     if report is not None:
         click.echo(report)
+    if failure is not None:  # on stderr too, for job scripts and logs that keep only errors
+        click.echo(f"hpcfed: {failure}", err=True)
     sys.exit(code)
