@@ -47,6 +47,10 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or made by another experiment."""
 
 
+class CheckpointOfAnotherConfig(CheckpointError):
+    """A checkpoint made by another experiment: its fix is the config, not another checkpoint."""
+
+
 class ReportError(UserError, ValueError):
     """Run files that cannot be reported (unreadable, not a run file, nothing to show)."""
 

@@ -20,7 +20,7 @@ import yaml
 from hpcfed.config import Config, MethodConfig
 from hpcfed.data import Listing, load_listing
 from hpcfed.data.verify import verify_images
-from hpcfed.errors import CheckpointError, DataError, RunFileExists, SplitError
+from hpcfed.errors import CheckpointError, CheckpointOfAnotherConfig, DataError, RunFileExists, SplitError
 from hpcfed.results import RunWriter, create_split_file, open_run, read_splits
 from hpcfed.rng import Stream, torch_seed
 from hpcfed.runtime import SERVER, Runtime, agree, place_clients
@@ -162,16 +162,19 @@ def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None
         raise RunFileExists("--overwrite starts the run again and --resume continues it: pass only one of them")
     if resume != "auto":
         try:
-            return checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
+            return checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients, cfg.experiment())
+        except CheckpointOfAnotherConfig as e:
+            raise CheckpointOfAnotherConfig(f"cannot resume from {resume}: {e}") from None
         except CheckpointError as e:
-            raise CheckpointError(f"cannot resume from {resume}: {e}") from None
+            raise CheckpointError(f"cannot resume from {resume}: {e}; pick another checkpoint with --resume PATH, "
+                                  "or take the newest valid one with --resume auto") from None
     trained = False
     if cfg.output_path.exists():
         with open_run(cfg.output_path) as f:
             trained = "metrics" in f
             if f["status"].asstr()[()] == "finished":
                 return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
-    found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients)
+    found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients, cfg.experiment())
     if found is None and trained:
         sys.stdout.write(f"no checkpoint of {cfg.output_path} yet: starting from round 0\n")
     return found
