@@ -146,8 +146,10 @@ def test_check_env_says_where_shipped_weights_come_from(tmp_path):
 
 
 def resume_config(path: Path, image_tree: Path) -> Path:
-    # participation 1.0: the signal script counts rounds per client
-    return write_config(path, image_tree, rounds=3, participation=1.0, **{"runtime.checkpoint_every": 1})
+    # participation 1.0: the signal script counts rounds per client; one epoch and no zero-shot pass: the cases
+    # are about the checkpoints, not the training
+    return write_config(path, image_tree, rounds=3, participation=1.0, eval_zero_shot=False,
+                        **{"runtime.checkpoint_every": 1, "train.local_epochs": 1})
 
 
 @pytest.fixture(scope="module")
