@@ -192,38 +192,53 @@ def check_h5py() -> Check:
     return Check("h5py", OK, f"h5py {h5py.__version__} built {built} MPI (not needed: rank 0 alone writes)")
 
 
-def _config_failure(name: str, error: Exception) -> Check:
+def _config_failure(name: str, error: Exception, note: str = "") -> Check:
     problem, _, fix = str(error).partition(". Fix: ")
-    return Check(name, FAIL, problem, fix)
+    return Check(name, FAIL, problem + note, fix)
+
+
+def _problems_failure(name: str, problems: list) -> Check:
+    """One Check for several config problems: a line each, with its fix."""
+    from hpcfed.errors import ConfigProblems
+
+    if len(problems) == 1:
+        return _config_failure(name, problems[0])
+    return Check(name, FAIL, str(ConfigProblems(problems)))
 
 
 def load(config_path: str, overrides: list[str]):
-    """(config or None, Check) for CONFIG with its overrides; a ConfigError is a FAIL."""
-    from hpcfed.config import load_config
+    """(config or None, Check) for CONFIG with its overrides. Every bad value is a FAIL, but the config is
+    still returned when it could be built, so that weights and data are checked too; its model keys are left
+    to the model check."""
+    from hpcfed.config.resolve import build_config
+    from hpcfed.config.validate import problems
     from hpcfed.errors import ConfigError
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = build_config(config_path, overrides)
+        found = [p for p in problems(cfg, check_weights=False) if not p.key.startswith("model.")]
     except ConfigError as e:
-        return None, _config_failure("config", e)
+        return None, _config_failure("config", e, " (so the model, dataset and run file were not checked)")
     except Exception:
         return None, _crashed("config")
+    if found:
+        return cfg, _problems_failure("config", found)
     return cfg, Check("config", OK, f"{config_path}: {cfg.name}, {cfg.method.name}, {cfg.clients} clients, "
                       f"output {cfg.output_path}")
 
 
 def check_model_weights(cfg) -> Check:
     from hpcfed.errors import ConfigError
-    from hpcfed.models import check_model, weights_file
+    from hpcfed.models import check_model
 
     name, pretrained = cfg.model.name, cfg.model.pretrained
     try:
-        check_model(name, pretrained)
+        source = check_model(name, pretrained)
     except ConfigError as e:
         return _config_failure("model", e)
-    if pretrained is None:
+    if source is None:
         return Check("model", OK, f"{name}, random init")
-    return Check("model", OK, f"{name}, weights {pretrained} from {weights_file(name, pretrained)}")
+    return Check("model", OK, f"{name}, weights {pretrained} {source.where()}")
 
 
 def check_hub_offline() -> Check:
@@ -236,10 +251,12 @@ def check_hub_offline() -> Check:
 
 def check_dataset(cfg) -> Check:
     from hpcfed.data import load_listing
-    from hpcfed.errors import DataError
+    from hpcfed.errors import ConfigError, DataError
 
     try:
         listing = load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
+    except ConfigError as e:  # an unknown dataset name
+        return _config_failure("dataset", e)
     except DataError as e:
         return Check("dataset", FAIL, str(e), "point data.root at a copy of the dataset that every node can read "
                      "(for the offline sets: run 'make data' once)")
@@ -326,12 +343,24 @@ def merge(per_rank: list[list[Check]]) -> list[Check]:
 def format_report(header: str, checks: list[Check]) -> str:
     lines = [header]
     for c in checks:
-        lines.append(f"  {c.status:<5} {c.name:<9} {c.message}")
+        message = c.message.replace("\n", "\n" + " " * 18)  # a message of several lines stays in its column
+        lines.append(f"  {c.status:<5} {c.name:<9} {message}")
         if c.status != OK and c.fix:
             lines.append(f"  {'':<5} {'':<9} fix: {c.fix}")
     failed, warned = (sum(c.status == s for c in checks) for s in (FAIL, WARN))
     lines.append(f"{failed} failed, {warned} warnings" + (": fix the failures before launching" if failed else ""))
     return "\n".join(lines)
+
+
+def verdict(checks: list[Check]) -> str | None:
+    """One line for stderr naming the first failure and its fix (the report says the rest); None if none failed."""
+    failed = [c for c in checks if c.status == FAIL]
+    if not failed:
+        return None
+    first = failed[0]
+    text = first.message.splitlines()[0] + (f". Fix: {first.fix}" if first.fix else "")
+    count = f"{len(failed)} checks failed (see the report), the first: " if len(failed) > 1 else ""
+    return f"check-env: {count}{first.name}: {text}"
 
 
 def _mpi_not_started():
@@ -344,8 +373,9 @@ def _mpi_not_started():
     return MPI
 
 
-def run_checks(config_path: str | None, overrides: list[str] | None = None) -> tuple[str | None, int]:
-    """(report on the printing rank else None, exit code: 1 when a check FAILs)."""
+def run_checks(config_path: str | None, overrides: list[str] | None = None
+               ) -> tuple[str | None, str | None, int]:
+    """(report and verdict on the printing rank else None, exit code: 1 when a check FAILs)."""
     overrides = overrides or []
     launcher = detect_launcher(dict(os.environ))
     MPI = _mpi_not_started()
@@ -355,9 +385,11 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None) -> t
     if launch.status == FAIL:
         # MPI cannot start here, so the ranks cannot talk: the launcher's rank 0 reports alone.
         if launcher.rank not in (None, 0):
-            return None, 0  # a failing exit here would make the launcher kill rank 0 before it reports
+            return None, None, 0  # a failing exit here would make the launcher kill rank 0 before it reports
         _, checks = local_checks(config_path, overrides)
-        return format_report(f"{header}\n  (MPI not started: rank and device checks skipped)", [launch, *checks]), 1
+        checks = [launch, *checks]
+        return format_report(f"{header}\n  (MPI not started: rank and device checks skipped)", checks), \
+            verdict(checks), 1
     if not MPI.Is_initialized():
         MPI.Init_thread()
     world = MPI.COMM_WORLD
@@ -367,8 +399,8 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None) -> t
     per_rank = world.gather(checks)
     # Singletons each think they are rank 0: only the launcher's rank 0 prints.
     if per_rank is None or launcher.rank not in (None, 0):
-        return None, 0  # the reporting rank's exit code speaks for the job
+        return None, None, 0  # the reporting rank's exit code speaks for the job
     merged = merge(per_rank)
     report = [*merged[:2], devices, *merged[2:]]
     code = int(any(c.status == FAIL for c in report))
-    return format_report(f"{header}, {world.Get_size()} rank(s)", report), code
+    return format_report(f"{header}, {world.Get_size()} rank(s)", report), verdict(report), code

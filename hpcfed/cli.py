@@ -56,18 +56,18 @@ OVERRIDE_HELP = ("Override a config key with a dotted path; the value is read as
                  "-o rounds=5 -o seed=0 -o method.alpha=0.01 -o 'data.domains=[noto,twemoji]'.")
 
 
-def _resolve(config: str, overrides: tuple[str, ...], check_weights: bool = True):
+def _resolve(config: str, overrides: tuple[str, ...], check_weights: bool = True, check_data: bool = False):
     from hpcfed.config import resolve_file
     from hpcfed.errors import ConfigError
 
     try:
-        return resolve_file(config, list(overrides), check_weights)
+        return resolve_file(config, list(overrides), check_weights, check_data)
     except ConfigError as e:
         _fail(str(e))
 
 
-def _load(config: str, overrides: tuple[str, ...]):
-    return _resolve(config, overrides).config
+def _load(config: str, overrides: tuple[str, ...], check_data: bool = False):
+    return _resolve(config, overrides, check_data=check_data).config
 
 
 @main.command()
@@ -219,7 +219,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
         from hpcfed.errors import ConfigError
 
         try:
-            resolve_file(config, list(overrides))
+            resolve_file(config, list(overrides), check_data=True)
         except ConfigError as e:
             click.echo(f"note: `hpcfed train` would stop here: {e}")
         return
@@ -227,7 +227,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
 
     stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
     try:
-        cfg = _load(config, overrides)
+        cfg = _load(config, overrides, check_data=True)  # every problem of config, weights and data at once
         rt = _start_mpi(cfg, single_process=False)
         from hpcfed.runtime import abort_on_error
         from hpcfed.train.loop import run
@@ -277,7 +277,7 @@ def extract(config: str, overrides: tuple[str, ...], views: int | None, overwrit
 
     stop = StopRequest()  # a signal stops every rank at its next chunk, with exit 75
     try:
-        cfg = _load(config, overrides + (views_overrides if views is not None else ()))
+        cfg = _load(config, overrides + (views_overrides if views is not None else ()), check_data=True)
         rt = _start_mpi(cfg, single_process=True)
         from hpcfed.runtime import abort_on_error
         from hpcfed.train.setup import extract_only
@@ -323,9 +323,11 @@ def check_env(config: str | None, overrides: tuple[str, ...]) -> None:
     """
     from hpcfed.checkenv import run_checks
 
-    report, code = run_checks(config, list(overrides))
+    report, failure, code = run_checks(config, list(overrides))
     if report is not None:
         click.echo(report)
+    if failure is not None:  # on stderr too, for job scripts and logs that keep only errors
+        click.echo(f"hpcfed: {failure}", err=True)
     sys.exit(code)
 
 

@@ -16,6 +16,17 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"config error at '{key}': {problem}. Fix: {fix}")
 
 
+class ConfigProblems(ConfigError):
+    """Several bad values found in one pass, so that one attempt shows them all: the first line names the first
+    problem and how many there are, each other problem follows on a line of its own."""
+
+    def __init__(self, problems: list[ConfigError]):
+        self.problems = problems
+        self.key = problems[0].key
+        others = "".join(f"\n  {i}. {p}" for i, p in enumerate(problems[1:], 2))
+        UserError.__init__(self, f"{len(problems)} problems, the first: {problems[0]}{others}")
+
+
 class DataError(UserError, ValueError):
     """A dataset on disk is missing, malformed or inconsistent; the message names the path and the fix."""
 
@@ -38,6 +49,10 @@ class RunFileDamaged(UserError, OSError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or made by another experiment."""
+
+
+class CheckpointOfAnotherConfig(CheckpointError):
+    """A checkpoint made by another experiment: its fix is the config, not another checkpoint."""
 
 
 class ReportError(UserError, ValueError):

@@ -124,13 +124,17 @@ class Config:
     def digest(self) -> str:
         return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
 
-    def experiment_digest(self) -> str:
-        """Hash of everything that can change the results: the runtime section (threads, polling,
-        checkpointing) and the output path are left out, so a run may move and resume with other settings;
-        `rounds` too, since no round depends on the total (constant lr, no schedule), so a run may be extended."""
+    def experiment(self) -> dict[str, Any]:
+        """Everything that can change the results: the runtime section (threads, polling, checkpointing) and the
+        output path are left out, so a run may move and resume with other settings; `rounds` too, since no round
+        depends on the total (constant lr, no schedule), so a run may be extended. Checkpoints store it to name
+        the keys a refused resume differs in."""
         d = self.to_dict()
         d.pop("runtime"), d.pop("output"), d.pop("rounds")
-        return hashlib.sha256(yaml.safe_dump(d, sort_keys=False).encode()).hexdigest()[:16]
+        return d
+
+    def experiment_digest(self) -> str:
+        return hashlib.sha256(yaml.safe_dump(self.experiment(), sort_keys=False).encode()).hexdigest()[:16]
 
 
 # ---- parsing --------------------------------------------------------------------------------------------

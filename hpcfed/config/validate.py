@@ -1,13 +1,16 @@
-"""Value checks that need more than a type: ranges, names known to a registry, the launch size."""
+"""Value checks that need more than a type: ranges, names known to a registry, the launch size, and whether the
+model's weights and the data are on this machine. Every check runs, so one attempt reports every problem."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from hpcfed.config.schema import Config, _build
 from hpcfed.data import DATASETS
-from hpcfed.errors import ConfigError
+from hpcfed.errors import ConfigError, ConfigProblems
 from hpcfed.methods import METHODS
 from hpcfed.models import check_model
 from hpcfed.options import check_options
@@ -19,16 +22,47 @@ def _require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ConfigError(key, problem, fix)
 
 
-def validate(c: Config, check_weights: bool = True) -> None:
+def validate(c: Config, check_weights: bool = True, check_data: bool = False) -> None:
     """Every declared range (hpcfed.options), then what needs more: keys that are wrong together, names known to
-    a registry, each method's own options, and whether the model and (with `check_weights`) its weights are here."""
-    check_options(c)
+    a registry, each method's own options, whether the model and (with `check_weights`) its weights are here, and
+    (with `check_data`) whether the dataset's folder is. Raises the one problem found, or ConfigProblems."""
+    found = problems(c, check_weights, check_data)
+    if len(found) > 1:
+        raise ConfigProblems(found)
+    if found:
+        raise found[0]
+
+
+def problems(c: Config, check_weights: bool = True, check_data: bool = False) -> list[ConfigError]:
+    """The problems of `c` in the order of the checks; each check stops at its own first problem."""
+    checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_prompt, _check_augment,
+                                              _check_scheme, _check_dataset, _check_method_options]
+    checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
+    checks.append(check_output)
+    if check_data:
+        checks.append(check_data_present)
+    found = []
+    for check in checks:
+        try:
+            check(c)
+        except ConfigError as e:
+            found.append(e)
+    return found
+
+
+def _check_fractions(c: Config) -> None:
     p = c.partition
     _require(p.val_fraction + p.test_fraction < 1, "partition.test_fraction",
              f"val_fraction {p.val_fraction} + test_fraction {p.test_fraction} must leave a training share",
              "keep both in [0, 1) with a sum below 1, e.g. 0.1 and 0.3")
+
+
+def _check_prompt(c: Config) -> None:
     _require("{}" in c.data.prompt, "data.prompt", f"has no '{{}}' for the class name: {c.data.prompt!r}",
              "write it like 'a photo of a {}.'")
+
+
+def _check_augment(c: Config) -> None:
     t = c.train
     _require(t.augment or t.augment_views == 0, "train.augment_views",
              f"{t.augment_views} fixed augmented views per image, but train.augment is false, so none would be used",
@@ -38,7 +72,18 @@ def validate(c: Config, check_weights: bool = True) -> None:
              "cache, which holds K fixed views per image",
              "set train.augment_views to K > 0 (e.g. 8) to train on K cached views per image, or extract.enabled: "
              "false for fresh crops every epoch")
-    PARTITIONERS[p.scheme], DATASETS[c.data.dataset]  # noqa: B018  (an unknown name raises, naming the key)
+
+
+# An unknown name raises, naming the key.
+def _check_scheme(c: Config) -> None:
+    PARTITIONERS[c.partition.scheme]  # noqa: B018
+
+
+def _check_dataset(c: Config) -> None:
+    DATASETS[c.data.dataset]  # noqa: B018
+
+
+def _check_method_options(c: Config) -> None:
     # Each method declares its own options; unknown, mistyped or out-of-range ones fail here as method.<key>.
     method_cls = METHODS[c.method.name]
     given = set(c.method.options)
@@ -46,8 +91,6 @@ def validate(c: Config, check_weights: bool = True) -> None:
     check_options(options, "method.")
     c.method.options = dataclasses.asdict(options)
     method_cls.check_options(c.method.options, given)
-    check_model(c.model.name, c.model.pretrained if check_weights else None)
-    check_output(c)
 
 
 def check_output(c: Config) -> None:
@@ -71,6 +114,27 @@ def check_output(c: Config) -> None:
     writable = os.access(path if path.exists() else folder, os.W_OK)
     _require(writable, "output", f"{path if path.exists() else folder} is not writable by this user",
              "set -o output=<a path in a writable folder>, e.g. under $SCRATCH or $HOME")
+
+
+def check_data_present(c: Config) -> None:
+    """Before launch, cheaply: the dataset's folder is there (a built set: its build finished). The listing
+    itself is read after launch; hpcfed check-env reads it in full."""
+    from hpcfed.data.built import BUILT, built_root, read_stamp
+
+    name, root = c.data.dataset, c.data.root
+    if name not in DATASETS:
+        return  # reported as unknown by _check_dataset
+    if name in BUILT:
+        base = built_root(name, root)
+        spec = BUILT[name]
+        _require(read_stamp(base) is not None, "data.root", f"{spec.title} is not built at {base} (never built, "
+                 "or the build did not finish)", f"run '{spec.command} --out {base}' once on this machine (the "
+                 "offline sets: 'make data'), or set data.root to a built copy")
+        return
+    _require(bool(root), "data.root", f"dataset {name!r} has no data.root", "set data.root to the folder holding it")
+    path = Path(root).expanduser()
+    _require(path.is_dir(), "data.root", f"the dataset folder {path} does not exist",
+             "set data.root to the folder holding the dataset, on a file system every rank can read")
 
 
 def validate_launch(c: Config, world_size: int) -> None:

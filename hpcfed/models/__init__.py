@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpcfed.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # checkpoints that ship with hpcfed (see their model cards)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz", ".npy")
 
 
 def local_weights(pretrained: str | None) -> Path | None:
@@ -60,36 +62,103 @@ def cached_weight(name: str, tag: str) -> str | None:
     return None
 
 
+SHIPPED, FILE, CACHE = "shipped", "file", "cache"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the weights of (name, pretrained) are read from: a file shipped with hpcfed, a file the config
+    names, or open_clip's local cache entry of a tag."""
+
+    path: Path
+    origin: str  # SHIPPED, FILE or CACHE
+    name: str
+    pretrained: str
+
+    def where(self) -> str:
+        return {SHIPPED: f"shipped with hpcfed ({self.path})", FILE: f"from the file {self.path}",
+                CACHE: f"from the local open_clip cache ({self.path})"}[self.origin]
+
+    def label(self) -> str:
+        """The file as an error names it."""
+        return {SHIPPED: f"weights file {self.path} (shipped with hpcfed)", FILE: f"weights file {self.path}",
+                CACHE: f"cached weights file {self.path} of {self.name}/{self.pretrained}"}[self.origin]
+
+
+def weights_source(name: str, pretrained: str | None) -> WeightsSource | None:
+    """Where the weights come from; None for random init, or a tag that is not in the local cache."""
+    local = local_weights(pretrained)
+    if local is not None:
+        shipped = local.resolve().parent == WEIGHTS_DIR.resolve()
+        return WeightsSource(local.absolute(), SHIPPED if shipped else FILE, name, pretrained)
+    cached = cached_weight(name, pretrained) if pretrained is not None else None
+    return WeightsSource(Path(cached), CACHE, name, pretrained) if cached else None
+
+
 def weights_file(name: str, pretrained: str | None) -> Path | None:
     """The file the weights of (name, pretrained) are read from: a checkpoint (a path or one shipped with hpcfed),
     the open_clip cache entry of a tag, or None for random init or a tag that is not cached."""
-    if pretrained is None:
-        return None
-    found = local_weights(pretrained) or cached_weight(name, pretrained)
-    return Path(found) if found else None
+    source = weights_source(name, pretrained)
+    return source.path if source else None
 
 
-def check_model(name: str, pretrained: str | None) -> None:
-    """Fail at once, before any launch work, when the architecture or its weights are not available here."""
-    import open_clip
+def fetch_command(name: str, tag: str) -> str:
+    return f"python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\""
 
+
+def check_model(name: str, pretrained: str | None) -> WeightsSource | None:
+    """Fail at once, before any launch work, when the architecture or its weights are not usable here; else
+    where the weights come from (None: random init)."""
     if name not in known_models():
         raise ConfigError("model.name", f"unknown architecture {name!r}",
                           f"use an open_clip name such as ViT-B-16, or one of hpcfed's: "
                           f"{sorted(p.stem for p in CONFIG_DIR.glob('*.json'))}")
-    if pretrained is None or local_weights(pretrained):
-        return
+    if pretrained is None:
+        return None
+    source = weights_source(name, pretrained)
+    if source is None:
+        _weights_not_found(name, pretrained)
+    check_weights_file(source)
+    return source
+
+
+def _weights_not_found(name: str, pretrained: str) -> None:
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
-        raise ConfigError("model.pretrained", f"{pretrained!r} is neither a file nor an open_clip tag of {name}",
-                          f"give a checkpoint path, the name of a file in {WEIGHTS_DIR}, null for random init, "
-                          f"or one of {tags or ['(no tags)']}")
-    if cached_weight(name, pretrained) is None:
-        raise ConfigError("model.pretrained", f"weights {name}/{pretrained} are not in the local cache (compute "
-                          "nodes have no network)",
-                          f"on a login node with network run: python -c \"import open_clip; "
-                          f"open_clip.create_model('{name}', pretrained='{pretrained}')\" to fill "
-                          "~/.cache/huggingface, then keep HF_HUB_OFFLINE=1 on compute nodes")
+        looks_like_path = os.sep in pretrained or Path(pretrained).suffix in WEIGHT_SUFFIXES
+        where = f": there is no file {Path(pretrained).expanduser().absolute()}" if looks_like_path else ""
+        raise ConfigError("model.pretrained", f"{pretrained!r} is neither a file nor an open_clip tag of {name}{where}",
+                          f"give a checkpoint path (a relative one is read from the directory hpcfed runs in), the "
+                          f"name of a file in {WEIGHTS_DIR}, null for random init, or one of {tags or ['(no tags)']}")
+    raise ConfigError("model.pretrained", f"weights {name}/{pretrained} are not in the local cache (compute "
+                      "nodes have no network)",
+                      f"on a login node with network run: {fetch_command(name, pretrained)} to fill "
+                      "~/.cache/huggingface, then keep HF_HUB_OFFLINE=1 on compute nodes")
+
+
+def check_weights_file(source: WeightsSource) -> None:
+    """A ConfigError naming the file and the fix when it would not load as the weights of `source.name`."""
+    from hpcfed.models.weightfile import DAMAGED, OTHER_ARCHITECTURE, UnusableWeights, check_fits
+
+    try:
+        check_fits(source.path, source.name)
+    except UnusableWeights as e:
+        if e.kind == DAMAGED:
+            fix = {SHIPPED: "restore it from the hpcfed repository (git checkout -- hpcfed/models/weights) or "
+                            "rebuild it with 'make tiny-clip'",
+                   FILE: f"copy {source.path.name} again from where it came from (an interrupted copy or a full "
+                         "disk leaves such a file), or set model.pretrained: null for random init",
+                   CACHE: f"delete {source.path} and fetch it again on a login node: "
+                          f"{fetch_command(source.name, source.pretrained)}"}[source.origin]
+        elif e.kind == OTHER_ARCHITECTURE:
+            fix = (f"set model.name to the architecture these weights were trained as, or point model.pretrained "
+                   f"at weights of {source.name}")
+        else:
+            fix = ("give a file that holds only the state dict, as saved by torch.save(model.state_dict(), path); "
+                   "hpcfed loads nothing else")
+        raise ConfigError("model.pretrained", f"{source.label()} {e}", fix) from None
 
 
 def create_backbone(name: str, pretrained: str | None, device: str = "cpu"):

@@ -134,5 +134,5 @@ def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, rounds_do
     every = cfg.runtime.checkpoint_every
     if stopping or last or (every and rounds_done % every == 0):
         checkpoint.save(rt, checkpoint.checkpoint_root(cfg.output_path), rounds_done, rounds_done,
-                        cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep)
+                        cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep, cfg.experiment())
     return stopping

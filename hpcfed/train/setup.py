@@ -22,7 +22,7 @@ import yaml
 from hpcfed.config import Config, MethodConfig
 from hpcfed.data import Listing, load_listing
 from hpcfed.data.verify import verify_images
-from hpcfed.errors import CheckpointError, ConfigError, DataError, RunFileExists, SplitError
+from hpcfed.errors import CheckpointError, CheckpointOfAnotherConfig, ConfigError, DataError, RunFileExists, SplitError
 from hpcfed.results import RunWriter, create_split_file, open_run, read_splits
 from hpcfed.rng import Stream, torch_seed
 from hpcfed.runtime import SERVER, Runtime, agree, place_clients
@@ -216,14 +216,17 @@ def resume_point(cfg: Config, resume: str, overwrite: bool) -> Checkpoint | None
     _refuse_fewer_rounds(cfg, state.rounds_done, f"run file {cfg.output_path}")
     if resume != "auto":
         try:
-            found = checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients)
+            found = checkpoint.verify(Path(resume), cfg.experiment_digest(), cfg.clients, cfg.experiment())
+        except CheckpointOfAnotherConfig as e:
+            raise CheckpointOfAnotherConfig(f"cannot resume from {resume}: {e}") from None
         except CheckpointError as e:
-            raise CheckpointError(f"cannot resume from {resume}: {e}") from None
+            raise CheckpointError(f"cannot resume from {resume}: {e}; pick another checkpoint with --resume PATH, "
+                                  "or take the newest valid one with --resume auto") from None
         _refuse_fewer_rounds(cfg, found.round, f"checkpoint {resume}")
         return found
     if state.finished and state.rounds_done == cfg.rounds:
         return Checkpoint(cfg.output_path, cfg.rounds, cfg.rounds)  # nothing left to run
-    found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients)
+    found = checkpoint.find(root, cfg.experiment_digest(), cfg.clients, cfg.experiment())
     if found is None and state.finished:
         raise _no_checkpoint_to_extend(cfg, state.rounds_done)
     if found is None and state.trained:
