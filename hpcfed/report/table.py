@@ -6,10 +6,11 @@ import math
 
 import pandas as pd
 
+from hpcfed.metrics import ACCURACY_NAMES
 from hpcfed.report.runs import RunInfo, experiment_labels, experiments
 
-# Column name in the table: summary name in the run file.
-ACCURACIES = {"Local": "test_accuracy", "Base": "base_accuracy", "Novel": "novel_accuracy", "HM": "hm"}
+# Column name in the table: summary name in the run file (the names `hpcfed status` prints too).
+ACCURACIES = {column: name for name, column in ACCURACY_NAMES.items()}
 FORMATS = ("text", "md", "csv", "latex")
 
 
