@@ -58,6 +58,15 @@ def summary_over_seeds(paths, which: str = "selected") -> tuple[float, float]:
     return float(np.mean(per_run)), float(np.std(per_run, ddof=1))
 
 
+def final_rounds(paths, which: str = "selected") -> str:
+    """The round of /final/{which} of each run, counted from 1, in the order given."""
+    rounds = []
+    for path in paths:
+        with open_run(path) as f:
+            rounds.append(str(int(f[f"final/{which}_round"][()]) + 1))
+    return " ".join(rounds)
+
+
 def read_csv_table(runs, tmp_path, *extra) -> pd.DataFrame:
     out = tmp_path / "table.csv"
     report(*runs.values(), "--format", "csv", "--out", out, *extra)
@@ -76,16 +85,18 @@ def test_table_numbers_are_the_mean_and_std_over_seeds_of_the_run_arrays(runs, t
     assert row["method"] == "pfedmma" and row["seeds"] == 2 and row["seed list"] == "0 1"
     assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
     assert row["accuracy at"] == "round selected on validation"
+    assert str(row["round"]) == final_rounds([runs["seed0"], runs["seed1"]])  # one per seed, as the seed list
     text = report(*runs.values())
     assert text.splitlines()[0].split()[:5] == ["method", "Local", "Base", "Novel", "HM"]
     assert f"{mean:.1f} ± {std:.1f}" in text
-    assert "selected on validation accuracy" in text
+    assert "at the round selected on validation accuracy (column round: that round of each seed" in text
 
 
 def test_last_shows_the_last_round_and_says_so(runs, tmp_path):
     mean, std = summary_over_seeds([runs["seed0"], runs["seed1"]], "last")
     row = averaged_row(read_csv_table(runs, tmp_path, "--last"))
     assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
+    assert str(row["round"]) == final_rounds([runs["seed0"], runs["seed1"]], "last")
     assert "at the last evaluated round" in report(*runs.values(), "--last")
 
 
