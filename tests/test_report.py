@@ -165,6 +165,20 @@ def test_tidy_has_one_row_per_round_client_and_metric(runs):
     assert set(frame["method"]) == {"pfedmma"} and set(frame["seed"]) == {0}
 
 
+def test_tidy_names_each_clients_domain_and_mixed_for_a_client_of_several(runs, tmp_path):
+    mixed = tmp_path / "mixed_client.h5"
+    shutil.copy(runs["seed0"], mixed)
+    with h5py.File(mixed, "r+") as f:
+        f["splits/client_domain"][0] = -1  # as the iid and label-skew schemes record a client of every domain
+        names, client_domain = list(f["splits/domain_names"].asstr()[()]), f["splits/client_domain"][:]
+    expected = {client: names[d] if d >= 0 else "mixed" for client, d in enumerate(client_domain)}
+    frame = tidy(mixed)
+    assert list(frame.columns[-4:]) == ["client", "domain", "metric", "value"]
+    pairs = frame[["client", "domain"]].drop_duplicates()
+    assert len(pairs) == len(expected) and dict(zip(pairs["client"], pairs["domain"], strict=True)) == expected
+    assert expected[0] == "mixed" and set(expected.values()) - {"mixed"} <= set(names)
+
+
 def test_another_setting_of_a_method_is_its_own_row_named_by_what_differs(runs, tmp_path):
     out = tmp_path / "settings.csv"
     report(runs["seed1"], runs["other_split"], "--format", "csv", "--out", out)  # different seeds: no clash
