@@ -146,6 +146,41 @@ def test_plots_directory_holds_the_figures(runs, tmp_path):
         assert f"plot: {tmp_path / 'plots' / name}" in output
 
 
+def shown_tick_labels(axis) -> list:
+    """The tick labels drawn on an axis: non-empty text at a tick inside the view (call after canvas.draw())."""
+    low, high = sorted(axis.get_view_interval())
+    index = 0 if axis.axis_name == "x" else 1
+    return [label for label in axis.get_ticklabels()
+            if label.get_text() and low <= label.get_position()[index] <= high]
+
+
+@pytest.mark.parametrize("sent", [[2.1e6, 3.2e6, 4.2e6], [101e3, 203e3], [0, 2.1e6, 4.2e6],
+                                  [0, 3e3, 5e4, 2e7, 4e8], [0, 0]],
+                         ids=["within one decade", "under a doubling", "zero and one decade", "six decades", "nothing"])
+def test_the_bytes_axis_has_labels_in_byte_units_whatever_its_range(sent):
+    from hpcfed.report.figures import bytes_axis
+    from hpcfed.report.plots import _pyplot
+
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4.0))
+    ax.plot(sent, np.arange(len(sent)), "o-")
+    bytes_axis(ax)
+    fig.canvas.draw()
+    labels = [label.get_text() for label in shown_tick_labels(ax.xaxis)]
+    _pyplot().close(fig)
+    assert len(labels) >= (1 if max(sent) == 0 else 2), labels
+    assert all(text.endswith("B") and "mB" not in text for text in labels), labels  # bytes, never millibytes
+
+
+def test_the_accuracy_vs_bytes_figure_labels_its_bytes_axis(runs):
+    from hpcfed.report.figures import accuracy_vs_bytes
+    from hpcfed.report.runs import experiment_labels, experiments, read_runs
+
+    groups = experiments(read_runs([runs["seed0"], runs["seed1"]]))  # 2 rounds: bytes within one decade
+    fig = accuracy_vs_bytes(groups, experiment_labels(groups))
+    fig.canvas.draw()
+    assert len(shown_tick_labels(fig.axes[0].xaxis)) >= 2
+
+
 def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")
