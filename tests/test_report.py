@@ -181,6 +181,27 @@ def test_the_accuracy_vs_bytes_figure_labels_its_bytes_axis(runs):
     assert len(shown_tick_labels(fig.axes[0].xaxis)) >= 2
 
 
+@pytest.mark.parametrize("n_ranks", [16, 64])  # "0 (server)" ran into "1" from 12 ranks on
+def test_the_rank_labels_of_time_per_round_do_not_overlap(runs, tmp_path, n_ranks):
+    from hpcfed.report.figures import time_per_round
+    from hpcfed.report.runs import experiment_labels, experiments, read_run
+
+    wide = tmp_path / f"ranks{n_ranks}.h5"
+    shutil.copy(runs["seed0"], wide)
+    with h5py.File(wide, "r+") as f:  # as a run on n_ranks ranks records it: every worker like rank 1
+        for phase in f["timing"]:
+            timing = f[f"timing/{phase}"]
+            timing.resize(n_ranks, axis=1)
+            timing[:, 2:] = timing[:, 1:2]
+    groups = experiments([read_run(wide)])
+    fig = time_per_round(groups, experiment_labels(groups))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    boxes = [label.get_window_extent() for label in shown_tick_labels(ax.xaxis)]
+    assert len(boxes) >= 2 and "0 = server" in ax.get_xlabel()
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")

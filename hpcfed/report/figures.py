@@ -121,12 +121,20 @@ def time_per_round(groups: dict, labels: dict):
         for phase in [p for p in PHASE_COLOURS if p in seconds] + [p for p in seconds if p not in PHASE_COLOURS]:
             ax.bar(seconds.index, seconds[phase], bottom=bottom, label=phase, color=PHASE_COLOURS.get(phase))
             bottom += seconds[phase].to_numpy()
-        ax.set_xticks(seconds.index, [f"{r}{' (server)' if r == 0 else ''}" for r in seconds.index])
-        ax.set(title=f"{labels[key]}\non {key[0]}", xlabel="MPI rank")
+        # Bare numbers, as many as fit: "0 (server)" ran into rank 1's label once there were a few ranks.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(title=f"{labels[key]}\non {key[0]}", xlabel="MPI rank (0 = server)")
         ax.grid(axis="y", alpha=0.3)
     for row in axes:
         row[0].set_ylabel("seconds per round\n(mean over rounds, seeds)")
-    axes[0][-1].legend(title="phase", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    # Each stacked segment's base is a sticky edge; a ~0 s phase on top of the tallest bar would cut its margin.
+    axes[0][0].use_sticky_edges = False
+    axes[0][0].set_ylim(bottom=0)  # shared by every panel
+    phases = {}  # one legend entry per phase, whichever panels have it
+    for ax in axes.flat:
+        handles, names = ax.get_legend_handles_labels()
+        phases.update(zip(names, handles, strict=True))
+    fig.legend(phases.values(), phases.keys(), title="phase", loc="outside right upper", frameon=False)
     return fig
 
 
