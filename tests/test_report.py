@@ -202,6 +202,24 @@ def test_the_rank_labels_of_time_per_round_do_not_overlap(runs, tmp_path, n_rank
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
+@pytest.mark.parametrize("which", ["selected", "last"])
+def test_client_accuracy_shows_the_clients_at_the_round_the_table_shows(runs, which):
+    from hpcfed.report.figures import client_accuracy
+    from hpcfed.report.runs import experiment_labels, experiments, read_runs
+
+    seeds = [runs["seed0"], runs["seed1"]]
+    groups = experiments(read_runs(seeds, which))
+    ax = client_accuracy(groups, experiment_labels(groups), which).axes[0]
+    expected = []
+    for path in seeds:
+        with open_run(path) as f:
+            accuracy = f[f"final/{which}/test_accuracy"][:]
+        expected += list(100 * accuracy[np.isfinite(accuracy)])
+    points = np.concatenate([points.get_offsets()[:, 1] for points in ax.collections])  # one point per client
+    assert sorted(points) == pytest.approx(sorted(expected))
+    assert ("selected on validation" if which == "selected" else "last evaluated round") in ax.get_title()
+
+
 def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")

@@ -56,11 +56,11 @@ def accuracy_vs_round(groups: dict, labels: dict):
     return fig
 
 
-def client_accuracy(groups: dict, labels: dict):
+def client_accuracy(groups: dict, labels: dict, which: str = "selected"):
     fig, axes = _panels(sorted({key[0] for key in groups}))
     per_dataset: dict[str, list] = {}
     for key, members in groups.items():
-        finals = pd.concat([frames.final_clients(run.path) for run in members])
+        finals = pd.concat([frames.final_clients(run.path, which) for run in members])
         per_dataset.setdefault(key[0], []).append(
             (labels[key], 100 * finals[finals["metric"] == "test_accuracy"]["value"].to_numpy()))
     for dataset, ax in axes.items():
@@ -69,7 +69,8 @@ def client_accuracy(groups: dict, labels: dict):
         for i, v in enumerate(values, start=1):
             ax.scatter(i + np.random.default_rng(i).uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="k")
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
-        ax.set(title=f"{dataset}\nper-client accuracy at the selected round", ylabel="client test accuracy (%)",
+        at = "round selected on validation accuracy" if which == "selected" else "last evaluated round"
+        ax.set(title=f"{dataset}\nper-client accuracy at the\n{at}", ylabel="client test accuracy (%)",
                xlabel="method (clients of all seeds; triangle = mean)")
         ax.grid(axis="y", alpha=0.3)
     return fig
@@ -157,13 +158,14 @@ def label_distributions(runs: list[RunInfo], directory: Path) -> list[Path]:
     return written
 
 
-def write_figures(runs: list[RunInfo], directory: str | Path) -> list[Path]:
+def write_figures(runs: list[RunInfo], directory: str | Path, which: str = "selected") -> list[Path]:
+    """`which` (selected or last) as for the table, so that client_accuracy shows the table's round."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     groups = experiments(runs)
     labels = experiment_labels(groups)
     figures = {"accuracy_vs_round": accuracy_vs_round(groups, labels),
-               "client_accuracy": client_accuracy(groups, labels),
+               "client_accuracy": client_accuracy(groups, labels, which),
                "accuracy_vs_bytes": accuracy_vs_bytes(groups, labels),
                "time_per_round": time_per_round(groups, labels)} if groups else {}
     written = [_save(fig, directory / f"{name}.png") for name, fig in figures.items()]
