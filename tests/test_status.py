@@ -114,6 +114,9 @@ def test_a_finished_run_also_shows_the_round_report_shows_when_it_is_not_the_lat
     with h5py.File(cfg.output_path, "r") as f:
         selected = float(f["final/selected/summary/test_accuracy"][()])
     assert f"round 1 (selected on validation accuracy, as 'hpcfed report' shows): Local {percent(selected)}" in out
+    with h5py.File(cfg.output_path, "r+") as f:
+        f["status"][()] = "running"  # as `--resume auto -o rounds=...` leaves a finished run: the old selection stays
+    assert "selected on validation" not in status_of(cfg)
 
 
 def test_a_finished_run_has_no_eta(cfg):
