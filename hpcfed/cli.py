@@ -148,7 +148,7 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
     if plots_dir:
         from hpcfed.report.figures import write_figures
 
-        for figure in write_figures(run_infos, plots_dir):
+        for figure in write_figures(run_infos, plots_dir, which):
             click.echo(f"plot: {figure}")
 
 

@@ -26,6 +26,21 @@ def select_round(eval_rounds: list[int], val_accuracy: dict[int, np.ndarray]) ->
     return best, f"best mean val_accuracy ({scores[best]:.4f})"
 
 
+# Accuracies as the papers' tables name them (test_accuracy is Local: each client on its own test split).
+ACCURACY_NAMES = {"test_accuracy": "Local", "base_accuracy": "Base", "novel_accuracy": "Novel", "hm": "HM"}
+
+
+def format_accuracy(fraction: float) -> str:
+    """An accuracy (stored as a fraction) as `hpcfed report` prints it: percent with one decimal, 75.0%."""
+    return f"{100 * fraction:.1f}%"
+
+
+def format_accuracies(fractions: dict[str, float]) -> str:
+    """{test_accuracy: 0.75, hm: ...} as "Local 75.0%, HM ..." (names without a paper name are left out)."""
+    return ", ".join(f"{ACCURACY_NAMES[name]} {format_accuracy(value)}" for name, value in fractions.items()
+                     if name in ACCURACY_NAMES)
+
+
 def format_bytes(n: float) -> str:
     """Decimal units as network and storage tools print them: 512 B, 12.3 kB, 4.5 MB."""
     for unit in ("B", "kB", "MB", "GB"):

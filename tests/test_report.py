@@ -58,6 +58,15 @@ def summary_over_seeds(paths, which: str = "selected") -> tuple[float, float]:
     return float(np.mean(per_run)), float(np.std(per_run, ddof=1))
 
 
+def final_rounds(paths, which: str = "selected") -> str:
+    """The round of /final/{which} of each run, counted from 1, in the order given."""
+    rounds = []
+    for path in paths:
+        with open_run(path) as f:
+            rounds.append(str(int(f[f"final/{which}_round"][()]) + 1))
+    return " ".join(rounds)
+
+
 def read_csv_table(runs, tmp_path, *extra) -> pd.DataFrame:
     out = tmp_path / "table.csv"
     report(*runs.values(), "--format", "csv", "--out", out, *extra)
@@ -76,16 +85,18 @@ def test_table_numbers_are_the_mean_and_std_over_seeds_of_the_run_arrays(runs, t
     assert row["method"] == "pfedmma" and row["seeds"] == 2 and row["seed list"] == "0 1"
     assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
     assert row["accuracy at"] == "round selected on validation"
+    assert str(row["round"]) == final_rounds([runs["seed0"], runs["seed1"]])  # one per seed, as the seed list
     text = report(*runs.values())
     assert text.splitlines()[0].split()[:5] == ["method", "Local", "Base", "Novel", "HM"]
     assert f"{mean:.1f} ± {std:.1f}" in text
-    assert "selected on validation accuracy" in text
+    assert "at the round selected on validation accuracy (column round: that round of each seed" in text
 
 
 def test_last_shows_the_last_round_and_says_so(runs, tmp_path):
     mean, std = summary_over_seeds([runs["seed0"], runs["seed1"]], "last")
     row = averaged_row(read_csv_table(runs, tmp_path, "--last"))
     assert row["Local"] == pytest.approx(mean) and row["Local std"] == pytest.approx(std)
+    assert str(row["round"]) == final_rounds([runs["seed0"], runs["seed1"]], "last")
     assert "at the last evaluated round" in report(*runs.values(), "--last")
 
 
@@ -135,6 +146,80 @@ def test_plots_directory_holds_the_figures(runs, tmp_path):
         assert f"plot: {tmp_path / 'plots' / name}" in output
 
 
+def shown_tick_labels(axis) -> list:
+    """The tick labels drawn on an axis: non-empty text at a tick inside the view (call after canvas.draw())."""
+    low, high = sorted(axis.get_view_interval())
+    index = 0 if axis.axis_name == "x" else 1
+    return [label for label in axis.get_ticklabels()
+            if label.get_text() and low <= label.get_position()[index] <= high]
+
+
+@pytest.mark.parametrize("sent", [[2.1e6, 3.2e6, 4.2e6], [101e3, 203e3], [0, 2.1e6, 4.2e6],
+                                  [0, 3e3, 5e4, 2e7, 4e8], [0, 0]],
+                         ids=["within one decade", "under a doubling", "zero and one decade", "six decades", "nothing"])
+def test_the_bytes_axis_has_labels_in_byte_units_whatever_its_range(sent):
+    from hpcfed.report.figures import bytes_axis
+    from hpcfed.report.plots import _pyplot
+
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4.0))
+    ax.plot(sent, np.arange(len(sent)), "o-")
+    bytes_axis(ax)
+    fig.canvas.draw()
+    labels = [label.get_text() for label in shown_tick_labels(ax.xaxis)]
+    _pyplot().close(fig)
+    assert len(labels) >= (1 if max(sent) == 0 else 2), labels
+    assert all(text.endswith("B") and "mB" not in text for text in labels), labels  # bytes, never millibytes
+
+
+def test_the_accuracy_vs_bytes_figure_labels_its_bytes_axis(runs):
+    from hpcfed.report.figures import accuracy_vs_bytes
+    from hpcfed.report.runs import experiment_labels, experiments, read_runs
+
+    groups = experiments(read_runs([runs["seed0"], runs["seed1"]]))  # 2 rounds: bytes within one decade
+    fig = accuracy_vs_bytes(groups, experiment_labels(groups))
+    fig.canvas.draw()
+    assert len(shown_tick_labels(fig.axes[0].xaxis)) >= 2
+
+
+@pytest.mark.parametrize("n_ranks", [16, 64])  # "0 (server)" ran into "1" from 12 ranks on
+def test_the_rank_labels_of_time_per_round_do_not_overlap(runs, tmp_path, n_ranks):
+    from hpcfed.report.figures import time_per_round
+    from hpcfed.report.runs import experiment_labels, experiments, read_run
+
+    wide = tmp_path / f"ranks{n_ranks}.h5"
+    shutil.copy(runs["seed0"], wide)
+    with h5py.File(wide, "r+") as f:  # as a run on n_ranks ranks records it: every worker like rank 1
+        for phase in f["timing"]:
+            timing = f[f"timing/{phase}"]
+            timing.resize(n_ranks, axis=1)
+            timing[:, 2:] = timing[:, 1:2]
+    groups = experiments([read_run(wide)])
+    fig = time_per_round(groups, experiment_labels(groups))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    boxes = [label.get_window_extent() for label in shown_tick_labels(ax.xaxis)]
+    assert len(boxes) >= 2 and "0 = server" in ax.get_xlabel()
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+@pytest.mark.parametrize("which", ["selected", "last"])
+def test_client_accuracy_shows_the_clients_at_the_round_the_table_shows(runs, which):
+    from hpcfed.report.figures import client_accuracy
+    from hpcfed.report.runs import experiment_labels, experiments, read_runs
+
+    seeds = [runs["seed0"], runs["seed1"]]
+    groups = experiments(read_runs(seeds, which))
+    ax = client_accuracy(groups, experiment_labels(groups), which).axes[0]
+    expected = []
+    for path in seeds:
+        with open_run(path) as f:
+            accuracy = f[f"final/{which}/test_accuracy"][:]
+        expected += list(100 * accuracy[np.isfinite(accuracy)])
+    points = np.concatenate([points.get_offsets()[:, 1] for points in ax.collections])  # one point per client
+    assert sorted(points) == pytest.approx(sorted(expected))
+    assert ("selected on validation" if which == "selected" else "last evaluated round") in ax.get_title()
+
+
 def test_a_file_that_is_not_hdf5_gives_an_error_naming_it(runs, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")
@@ -152,6 +237,20 @@ def test_tidy_has_one_row_per_round_client_and_metric(runs):
         assert value == accuracy[r - 1, client]
     assert len(local) == np.isfinite(accuracy).sum()
     assert set(frame["method"]) == {"pfedmma"} and set(frame["seed"]) == {0}
+
+
+def test_tidy_names_each_clients_domain_and_mixed_for_a_client_of_several(runs, tmp_path):
+    mixed = tmp_path / "mixed_client.h5"
+    shutil.copy(runs["seed0"], mixed)
+    with h5py.File(mixed, "r+") as f:
+        f["splits/client_domain"][0] = -1  # as the iid and label-skew schemes record a client of every domain
+        names, client_domain = list(f["splits/domain_names"].asstr()[()]), f["splits/client_domain"][:]
+    expected = {client: names[d] if d >= 0 else "mixed" for client, d in enumerate(client_domain)}
+    frame = tidy(mixed)
+    assert list(frame.columns[-4:]) == ["client", "domain", "metric", "value"]
+    pairs = frame[["client", "domain"]].drop_duplicates()
+    assert len(pairs) == len(expected) and dict(zip(pairs["client"], pairs["domain"], strict=True)) == expected
+    assert expected[0] == "mixed" and set(expected.values()) - {"mixed"} <= set(names)
 
 
 def test_another_setting_of_a_method_is_its_own_row_named_by_what_differs(runs, tmp_path):

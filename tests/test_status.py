@@ -15,7 +15,7 @@ from hpcfed.cli import main
 from hpcfed.config import load_config
 from hpcfed.data import load_listing
 from hpcfed.metrics import format_duration, harmonic_mean
-from hpcfed.results import RunWriter
+from hpcfed.results import CLIENT_METRICS, RunWriter
 from hpcfed.train.setup import prepare_splits
 
 from conftest import write_config
@@ -44,6 +44,17 @@ def write_round(writer: RunWriter, cfg, r: int, **client_values: float) -> None:
     writer.write_round(r, client, {"round_seconds": ROUND_SECONDS}, {}, {"up": no_bytes, "down": no_bytes})
 
 
+def percent(fraction: float) -> str:
+    """Accuracies as `hpcfed report` prints them: percent with one decimal."""
+    return f"{100 * fraction:.1f}%"
+
+
+def client_mean(cfg, name: str, r: int) -> float:
+    """Mean over clients of metric `name` at 0-based round r, read back from the run file."""
+    with h5py.File(cfg.output_path, "r") as f:
+        return float(np.nanmean(f[f"metrics/client/{name}"][r]))
+
+
 def status_of(cfg) -> str:
     result = CliRunner().invoke(main, ["status", str(cfg.output_path)])
     assert result.exit_code == 0, result.output
@@ -65,7 +76,7 @@ def test_a_running_job_shows_its_round_latest_accuracy_and_eta(cfg):
     out = status_of(cfg)
     assert "state    running" in out
     assert f"rounds   2 of {cfg.rounds}" in out
-    assert "metrics  round 2: test_accuracy 0.7500" in out
+    assert f"accuracy round 2 (latest evaluated): Local {percent(client_mean(cfg, 'test_accuracy', 1))}" in out
     assert f"ETA {format_duration(ROUND_SECONDS * (cfg.rounds - 2))}" in out
     assert "STALLED" not in out
 
@@ -76,16 +87,36 @@ def test_rounds_not_evaluated_are_skipped_for_the_latest_metrics(cfg):
     write_round(writer, cfg, 1, train_loss=1.0)  # trained but not evaluated: accuracy stays NaN
     writer.file.close()
     out = status_of(cfg)
-    assert f"rounds   2 of {cfg.rounds}" in out and "metrics  round 1: test_accuracy 0.5000" in out
+    assert f"rounds   2 of {cfg.rounds}" in out
+    assert f"accuracy round 1 (latest evaluated): Local {percent(client_mean(cfg, 'test_accuracy', 0))}" in out
 
 
 def test_base_novel_runs_show_base_novel_and_their_harmonic_mean(cfg):
     writer = start_training(cfg)
     write_round(writer, cfg, 0, test_accuracy=0.8, base_accuracy=0.7, novel_accuracy=0.4)
     writer.close("finished")
+    means = [client_mean(cfg, name, 0) for name in ("test_accuracy", "base_accuracy", "novel_accuracy")]
+    local, base, novel = map(percent, means)
+    assert f"Local {local}, Base {base}, Novel {novel}, HM {percent(harmonic_mean(*means))}" in status_of(cfg)
+
+
+def test_a_finished_run_also_shows_the_round_report_shows_when_it_is_not_the_latest(cfg):
+    writer = start_training(cfg)
+    rounds = [{"test_accuracy": 0.6, "val_accuracy": 0.9}, {"test_accuracy": 0.7, "val_accuracy": 0.8}]
+    for r, values in enumerate(rounds):
+        write_round(writer, cfg, r, **values)
+    for which, r in (("selected", 0), ("last", 1)):  # as the recorder does at the end: round 1 validated best
+        rows = {name: np.full(cfg.clients, rounds[r].get(name, np.nan)) for name in CLIENT_METRICS}
+        writer.write_final(which, r, rows, np.zeros(cfg.clients, dtype=int), n_domains=2)
+    writer.close("finished")
     out = status_of(cfg)
-    assert "base_accuracy 0.7000" in out and "novel_accuracy 0.4000" in out
-    assert f"hm {harmonic_mean(0.8, 0.7, 0.4):.4f}" in out
+    assert f"accuracy round 2 (latest evaluated): Local {percent(client_mean(cfg, 'test_accuracy', 1))}" in out
+    with h5py.File(cfg.output_path, "r") as f:
+        selected = float(f["final/selected/summary/test_accuracy"][()])
+    assert f"round 1 (selected on validation accuracy, as 'hpcfed report' shows): Local {percent(selected)}" in out
+    with h5py.File(cfg.output_path, "r+") as f:
+        f["status"][()] = "running"  # as `--resume auto -o rounds=...` leaves a finished run: the old selection stays
+    assert "selected on validation" not in status_of(cfg)
 
 
 def test_a_finished_run_has_no_eta(cfg):

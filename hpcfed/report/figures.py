@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import EngFormatter
 
 from hpcfed.report import frames
 from hpcfed.report.plots import _pyplot, plot_label_distribution
@@ -27,18 +28,18 @@ def _accuracy_per_round(run: RunInfo) -> pd.Series:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     _pyplot().close(fig)
     return path
 
 
 def _panels(datasets: list[str], width: float = 5.5, height: float = 4.0):
-    fig, axes = _pyplot().subplots(1, len(datasets), figsize=(width * len(datasets), height), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(datasets), figsize=(width * len(datasets), height), squeeze=False,
+                                   layout="constrained")
     return fig, dict(zip(datasets, axes[0], strict=True))
 
 
-def accuracy_vs_round(groups: dict, labels: dict, path: Path) -> Path:
+def accuracy_vs_round(groups: dict, labels: dict):
     fig, axes = _panels(sorted({key[0] for key in groups}))
     for i, (key, members) in enumerate(groups.items()):
         curves = pd.concat([_accuracy_per_round(run) for run in members], axis=1)
@@ -52,14 +53,14 @@ def accuracy_vs_round(groups: dict, labels: dict, path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(title="mean over seeds, band min-max", fontsize=8, title_fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def client_accuracy(groups: dict, labels: dict, path: Path) -> Path:
+def client_accuracy(groups: dict, labels: dict, which: str = "selected"):
     fig, axes = _panels(sorted({key[0] for key in groups}))
     per_dataset: dict[str, list] = {}
     for key, members in groups.items():
-        finals = pd.concat([frames.final_clients(run.path) for run in members])
+        finals = pd.concat([frames.final_clients(run.path, which) for run in members])
         per_dataset.setdefault(key[0], []).append(
             (labels[key], 100 * finals[finals["metric"] == "test_accuracy"]["value"].to_numpy()))
     for dataset, ax in axes.items():
@@ -68,37 +69,50 @@ def client_accuracy(groups: dict, labels: dict, path: Path) -> Path:
         for i, v in enumerate(values, start=1):
             ax.scatter(i + np.random.default_rng(i).uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="k")
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
-        ax.set(title=f"{dataset}\nper-client accuracy at the selected round", ylabel="client test accuracy (%)",
+        at = "round selected on validation accuracy" if which == "selected" else "last evaluated round"
+        ax.set(title=f"{dataset}\nper-client accuracy at the\n{at}", ylabel="client test accuracy (%)",
                xlabel="method (clients of all seeds; triangle = mean)")
         ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def accuracy_vs_bytes(groups: dict, labels: dict, path: Path) -> Path:
+def bytes_axis(ax) -> None:
+    """Label the x axis, in bytes, as 0 B, 500 kB, 2 MB. Log-like only when the data span two decades: a log
+    axis within one decade has no major tick, hence no label at all. symlog, as local-only methods send 0 B;
+    its linear part ends a power of ten below the smallest amount, one decade's width from 0."""
+    smallest, largest = ax.xaxis.get_minpos(), ax.dataLim.xmax  # minpos: the smallest positive value
+    if largest >= 100 * smallest:
+        ax.set_xscale("symlog", linthresh=10 ** np.floor(np.log10(smallest)))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # no "-20 mB" around a lone 0 B
+    ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+
+
+def accuracy_vs_bytes(groups: dict, labels: dict):
     fig, axes = _panels(sorted({key[0] for key in groups}))
     for i, (key, members) in enumerate(groups.items()):
         curves = []
         for run in members:
-            comm = frames.communication(run.path).groupby("round")["bytes"].sum().cumsum() / 1e6
+            sent = frames.communication(run.path).groupby("round")["bytes"].sum().cumsum()
             accuracy = _accuracy_per_round(run)
-            curves.append(pd.DataFrame({"megabytes": comm.loc[accuracy.index], "accuracy": accuracy}))
+            curves.append(pd.DataFrame({"bytes": sent.loc[accuracy.index], "accuracy": accuracy}))
         mean = pd.concat(curves).groupby(level=0).mean()
-        axes[key[0]].plot(mean["megabytes"], mean["accuracy"], label=labels[key], **_style(i))
+        axes[key[0]].plot(mean["bytes"], mean["accuracy"], label=labels[key], **_style(i))
     for dataset, ax in axes.items():
-        # Methods differ by orders of magnitude in what they send; local-only methods send nothing (0 MB).
-        ax.set_xscale("symlog", linthresh=0.01)
+        bytes_axis(ax)
         ax.set(title=f"{dataset}\naccuracy vs communication", ylabel="mean client accuracy (%)",
-               xlabel="bytes communicated so far, up + down, all clients (MB)")
+               xlabel="communicated so far, up + down, all clients")
         ax.grid(alpha=0.3)
         ax.legend(title="method (mean over seeds)", fontsize=8, title_fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
+def time_per_round(groups: dict, labels: dict):
     plt = _pyplot()
     cols = min(4, len(groups))  # a grid: a dozen methods in one row would be unreadable
     rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols + 1.5, 3.6 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols + 1.5, 3.6 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     for ax, (key, members) in zip(axes.flat, groups.items(), strict=False):
@@ -108,13 +122,21 @@ def time_per_round(groups: dict, labels: dict, path: Path) -> Path:
         for phase in [p for p in PHASE_COLOURS if p in seconds] + [p for p in seconds if p not in PHASE_COLOURS]:
             ax.bar(seconds.index, seconds[phase], bottom=bottom, label=phase, color=PHASE_COLOURS.get(phase))
             bottom += seconds[phase].to_numpy()
-        ax.set_xticks(seconds.index, [f"{r}{' (server)' if r == 0 else ''}" for r in seconds.index])
-        ax.set(title=f"{labels[key]}\non {key[0]}", xlabel="MPI rank")
+        # Bare numbers, as many as fit: "0 (server)" ran into rank 1's label once there were a few ranks.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(title=f"{labels[key]}\non {key[0]}", xlabel="MPI rank (0 = server)")
         ax.grid(axis="y", alpha=0.3)
     for row in axes:
         row[0].set_ylabel("seconds per round\n(mean over rounds, seeds)")
-    axes[0][-1].legend(title="phase", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    return _save(fig, path)
+    # Each stacked segment's base is a sticky edge; a ~0 s phase on top of the tallest bar would cut its margin.
+    axes[0][0].use_sticky_edges = False
+    axes[0][0].set_ylim(bottom=0)  # shared by every panel
+    phases = {}  # one legend entry per phase, whichever panels have it
+    for ax in axes.flat:
+        handles, names = ax.get_legend_handles_labels()
+        phases.update(zip(names, handles, strict=True))
+    fig.legend(phases.values(), phases.keys(), title="phase", loc="outside right upper", frameon=False)
+    return fig
 
 
 def label_distributions(runs: list[RunInfo], directory: Path) -> list[Path]:
@@ -136,13 +158,15 @@ def label_distributions(runs: list[RunInfo], directory: Path) -> list[Path]:
     return written
 
 
-def write_figures(runs: list[RunInfo], directory: str | Path) -> list[Path]:
+def write_figures(runs: list[RunInfo], directory: str | Path, which: str = "selected") -> list[Path]:
+    """`which` (selected or last) as for the table, so that client_accuracy shows the table's round."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     groups = experiments(runs)
     labels = experiment_labels(groups)
-    written = []
-    if groups:
-        for draw in (accuracy_vs_round, client_accuracy, accuracy_vs_bytes, time_per_round):
-            written.append(draw(groups, labels, directory / f"{draw.__name__}.png"))
+    figures = {"accuracy_vs_round": accuracy_vs_round(groups, labels),
+               "client_accuracy": client_accuracy(groups, labels, which),
+               "accuracy_vs_bytes": accuracy_vs_bytes(groups, labels),
+               "time_per_round": time_per_round(groups, labels)} if groups else {}
+    written = [_save(fig, directory / f"{name}.png") for name, fig in figures.items()]
     return written + label_distributions(runs, directory)

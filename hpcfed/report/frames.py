@@ -20,6 +20,19 @@ def _run_columns(f, path: Path) -> dict:
             "seed": int(config.get("seed", -1))}
 
 
+def client_domains(f) -> np.ndarray:
+    """Each client's domain name from /splits; "mixed" for a client drawing on several domains (domain -1), as
+    `hpcfed split` prints it."""
+    names = list(f["splits/domain_names"].asstr()[()])
+    return np.array([names[d] if d >= 0 else "mixed" for d in f["splits/client_domain"][:]], dtype=object)
+
+
+def _with_domain(frame: pd.DataFrame, domains: np.ndarray) -> pd.DataFrame:
+    """The client's domain as a column right after `client`, to group clients by domain."""
+    frame.insert(frame.columns.get_loc("client") + 1, "domain", domains[frame["client"].to_numpy(dtype=int)])
+    return frame
+
+
 def _long(arrays: dict[str, np.ndarray], second: str, key: str, value: str) -> pd.DataFrame:
     """{key: [round, second]} arrays as rows (round, second, key, value)."""
     parts = []
@@ -35,12 +48,15 @@ def _with_run(frame: pd.DataFrame, run: dict) -> pd.DataFrame:
 
 
 def _group_frame(path: str | Path, group: str, column: str, key: str, value: str, dropna: bool) -> pd.DataFrame:
-    """The [round, column] arrays of one HDF5 group (rounds done only) as a long frame with the run's columns."""
+    """The [round, column] arrays of one HDF5 group (rounds done only) as a long frame with the run's columns
+    (and the domain when the column is the client)."""
     path = Path(path)
     with open_run(path) as f:
         done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
         arrays = {name: f[f"{group}/{name}"][:done] for name in f[group]} if done else {}
         frame = _long(arrays, column, key, value)
+        if column == "client":
+            frame = _with_domain(frame, client_domains(f))
         run = _run_columns(f, path)
     if dropna:
         frame = frame.dropna(subset=[value]).reset_index(drop=True)
@@ -48,7 +64,7 @@ def _group_frame(path: str | Path, group: str, column: str, key: str, value: str
 
 
 def client_metrics(path: str | Path, dropna: bool = True) -> pd.DataFrame:
-    """Columns run, dataset, method, seed, round, client, metric, value; dropna leaves out the
+    """Columns run, dataset, method, seed, round, client, domain, metric, value; dropna leaves out the
     (round, client) pairs that were not evaluated or did not take part (NaN in the file)."""
     return _group_frame(path, "metrics/client", "client", "metric", "value", dropna)
 
@@ -59,23 +75,24 @@ def timing(path: str | Path) -> pd.DataFrame:
 
 
 def communication(path: str | Path) -> pd.DataFrame:
-    """Columns run, dataset, method, seed, round, client, direction (up, down), bytes."""
+    """Columns run, dataset, method, seed, round, client, domain, direction (up, down), bytes."""
     path = Path(path)
     with open_run(path) as f:
         done = int(f["progress/rounds_done"][()]) if "progress" in f else 0
         arrays = {direction: f[f"comm/bytes_{direction}"][:done] for direction in ("up", "down")} if done else {}
-        frame = _long(arrays, "client", "direction", "bytes")
+        frame = _with_domain(_long(arrays, "client", "direction", "bytes"), client_domains(f))
         run = _run_columns(f, path)
     return _with_run(frame, run)
 
 
 def final_clients(path: str | Path, which: str = "selected") -> pd.DataFrame:
-    """Columns run, dataset, method, seed, round, client, metric, value at /final/{which} (selected or last)."""
+    """Columns run, dataset, method, seed, round, client, domain, metric, value at /final/{which} (selected or
+    last)."""
     path = Path(path)
     with open_run(path) as f:
         group = f[f"final/{which}"]
         arrays = {name: group[name][:][None, :] for name in f["metrics/client"] if name in group}
-        frame = _long(arrays, "client", "metric", "value")
+        frame = _with_domain(_long(arrays, "client", "metric", "value"), client_domains(f))
         frame["round"] = int(f[f"final/{which}_round"][()]) + 1
         run = _run_columns(f, path)
     return _with_run(frame.dropna(subset=["value"]).reset_index(drop=True), run)

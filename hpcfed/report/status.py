@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from hpcfed.errors import RunFileDamaged, StatusError
-from hpcfed.metrics import format_duration, harmonic_mean
+from hpcfed.metrics import ACCURACY_NAMES, format_accuracies, format_duration, harmonic_mean
 from hpcfed.results import open_run
 
 STATE_MEANING = {
@@ -60,6 +60,32 @@ def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
         # HM of the client-averaged Local, Base and Novel, as /final/*/summary/hm (methods.md §1.7).
         means["hm"] = harmonic_mean(means["test_accuracy"], means["base_accuracy"], means["novel_accuracy"])
     return r, means
+
+
+def _selected_metrics(f) -> tuple[int, dict[str, float]] | None:
+    """(round, client means) at the round selected on validation accuracy: written when the run finishes."""
+    if "final" not in f or int(f["final/selected_round"][()]) < 0:
+        return None
+    summary = f["final/selected/summary"]
+    means = {name: float(summary[name][()]) for name in ACCURACY_NAMES}
+    return int(f["final/selected_round"][()]), {name: v for name, v in means.items() if np.isfinite(v)}
+
+
+def _accuracy_lines(f, done: int, state: str) -> list[str]:
+    """The latest evaluated round while a job runs; once it is finished, also the round selected on validation,
+    whose numbers `hpcfed report` shows (the two differ when a later round validated worse). Only once finished:
+    a finished run extended with more rounds keeps its old selection until it finishes again."""
+    latest = _latest_metrics(f, done)
+    selected = _selected_metrics(f) if state == "finished" else None
+    if not latest:
+        return []
+    r, means = latest
+    also = "; also selected on validation accuracy" if selected and selected[0] == r else ""
+    lines = [f"accuracy round {r + 1} (latest evaluated{also}): {format_accuracies(means)}, mean over clients"]
+    if selected and selected[0] != r:
+        lines.append(f"         round {selected[0] + 1} (selected on validation accuracy, as 'hpcfed report' "
+                     f"shows): {format_accuracies(selected[1])}")
+    return lines
 
 
 def _failure(f) -> str:
@@ -144,11 +170,7 @@ def _alive(pid: int) -> bool:
 def _progress_lines(f, state: str) -> list[str]:
     done, total = int(f["progress/rounds_done"][()]), f["metrics/global/mean_test_accuracy"].shape[0]
     lines = [f"rounds   {done} of {total}"]
-    latest = _latest_metrics(f, done)
-    if latest:
-        r, means = latest
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in means.items())
-        lines.append(f"metrics  round {r + 1}: {shown}")
+    lines += _accuracy_lines(f, done, state)
     round_seconds = f["metrics/global/round_seconds"][:done]
     mean_round = float(np.nanmean(round_seconds)) if np.isfinite(round_seconds).any() else float("nan")
     if np.isfinite(mean_round):

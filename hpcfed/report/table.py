@@ -6,10 +6,11 @@ import math
 
 import pandas as pd
 
+from hpcfed.metrics import ACCURACY_NAMES
 from hpcfed.report.runs import RunInfo, experiment_labels, experiments
 
-# Column name in the table: summary name in the run file.
-ACCURACIES = {"Local": "test_accuracy", "Base": "base_accuracy", "Novel": "novel_accuracy", "HM": "hm"}
+# Column name in the table: summary name in the run file (the names `hpcfed status` prints too).
+ACCURACIES = {column: name for name, column in ACCURACY_NAMES.items()}
 FORMATS = ("text", "md", "csv", "latex")
 
 
@@ -22,15 +23,17 @@ def recipe(run: RunInfo) -> str:
 
 
 def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
+    by_seed = sorted(runs, key=lambda r: r.seed)
     row = {"dataset": dataset, "method": method, "seeds": len(runs),
-           "seed list": " ".join(str(r.seed) for r in sorted(runs, key=lambda r: r.seed))}
+           "seed list": " ".join(str(r.seed) for r in by_seed)}
     for column, name in ACCURACIES.items():
         values = pd.Series([100 * r.summary.get(name, math.nan) for r in runs], dtype=float)
         row[column] = values.mean() if values.notna().any() else math.nan
         row[f"{column} std"] = values.std() if values.notna().sum() > 1 else math.nan  # ddof=1: sample std
     row["up B/round"] = float(pd.Series([r.up_per_round for r in runs]).mean())
     row["down B/round"] = float(pd.Series([r.down_per_round for r in runs]).mean())
-    row["round"] = " ".join(str(n) for n in sorted({r.final_round + 1 for r in runs if r.final_round >= 0}))
+    # One per seed, in the order of the seed list: a sorted set ("1 3") read as if seed 0 stopped at round 1.
+    row["round"] = " ".join(str(r.final_round + 1) if r.final_round >= 0 else "-" for r in by_seed)
     row["recipe"] = " / ".join(sorted({recipe(r) for r in runs}))
     row["status"] = status
     return row
@@ -50,8 +53,9 @@ def build_table(runs: list[RunInfo], which: str = "selected") -> pd.DataFrame:
 def caption(runs: list[RunInfo], which: str) -> str:
     text = ("Accuracy in %, mean over clients at the round selected on validation accuracy"
             if which == "selected" else "Accuracy in %, mean over clients at the last evaluated round")
-    text += ("; mean ± sample std over seeds; HM = 3-way harmonic mean of the mean Local, Base, Novel; "
-             "bytes summed over clients, mean per round; round counted from 1.")
+    text += (" (column round: that round of each seed in the seed list, counted from 1); "
+             "Local = each client on its own test split; mean ± sample std over seeds; "
+             "HM = 3-way harmonic mean of the mean Local, Base, Novel; bytes summed over clients, mean per round.")
     left_out = [r for r in runs if r.problem]
     if left_out:
         text += f"\nWARNING: {len(left_out)} run(s) left out of the means, listed as NOT AVERAGED."
@@ -69,7 +73,8 @@ def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
     return str(row[column])
 
 
-SHOWN = ("method", *ACCURACIES, "seeds", "up B/round", "down B/round", "round", "recipe", "status")
+# The seed list rather than the count: the round column has one number per seed, in that order.
+SHOWN = ("method", *ACCURACIES, "seed list", "up B/round", "down B/round", "round", "recipe", "status")
 
 
 def _aligned(cells: list[str], widths: list[int]) -> str:
