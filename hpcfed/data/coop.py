@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from hpcfed.data.domains import list_images, need_root, no_domains, subdirs
+from hpcfed.data.domains import no_domains
+from hpcfed.data.folders import list_images, need_root, subdirs
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS

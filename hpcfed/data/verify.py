@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hpcfed.data.folders import note_skipped
 from hpcfed.data.listing import Listing
 from hpcfed.errors import DataError
 
@@ -28,7 +29,8 @@ def require_files(root: Path, relpaths: Iterable[str], source: Path) -> None:
         if parent not in seen:
             try:
                 seen[parent] = set(os.listdir(root / parent))
-            except OSError:
+            except OSError as e:  # said with the error below: its images then seem missing
+                note_skipped(root / parent, f"cannot be read: {e.strerror or e}")
                 seen[parent] = set()
         if name not in seen[parent]:
             missing.append(rel)
