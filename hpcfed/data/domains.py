@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from hpcfed.data.folders import list_images, need_root, recording_skipped, subdirs
+from hpcfed.data.folders import list_images, need_root, recording_skipped, subdirs, warn_empty
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
@@ -166,6 +166,7 @@ def _domain_rows(di: int, base: Path, class_root: Path, folders: list[str], list
     """One domain's rows; with official lists only the images they name, plus overlap and unlisted counts."""
     prefix = class_root.relative_to(base).as_posix()
     names = {c: list_images(class_root / c) for c in folders}
+    warn_empty([class_root / c for c in folders if not names[c]], base)
     if not lists:
         return [(di, ci, f"{prefix}/{c}/{n}", -1) for ci, c in enumerate(folders) for n in names[c]], 0, 0
     on_disk = {(c, n) for c in folders for n in names[c]}

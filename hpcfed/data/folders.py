@@ -90,6 +90,25 @@ def list_images(folder: Path) -> list[str]:
                   if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
+def warn_empty(class_folders: list[Path], root: Path) -> None:
+    """Class folders without an image are kept (the class is then learnt from the other domains, or not at all),
+    but said: an empty folder is more often a failed copy than a choice. A folder that cannot be read is noted
+    as skipped already."""
+    class_folders = [f for f in class_folders if _listable(f)]
+    if class_folders:
+        shown = ", ".join(str(f.relative_to(root)) for f in class_folders[:5])
+        warnings.warn(f"{len(class_folders)} class folder(s) under {root} hold no images: {shown}; add the images "
+                      "or remove the folder(s)", stacklevel=3)
+
+
+def _listable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
+
+
 def require_folder(path: Path, what: str, fix: str) -> Path:
     """`path` is a folder this process can list, else a DataError naming it, what is wrong, and `fix`."""
     if not path.exists():
@@ -99,7 +118,7 @@ def require_folder(path: Path, what: str, fix: str) -> Path:
     try:
         with os.scandir(path):
             pass
-    except OSError as e:
+    except OSError as e:  # not _listable: the error's text says why
         raise DataError(f"{what} {path} cannot be read ({e.strerror or e}); make it readable (chmod u+rx), or "
                         f"{fix}") from None
     return path

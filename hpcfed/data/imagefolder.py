@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcfed.data.folders import IMAGE_SUFFIXES, list_images, require_folder, subdirs
+from hpcfed.data.folders import IMAGE_SUFFIXES, list_images, require_folder, subdirs, warn_empty
 from hpcfed.data.listing import Listing, rows_to_listing
 from hpcfed.data.registry import DATASETS
 from hpcfed.errors import DataError
@@ -59,6 +59,7 @@ def read_imagefolder(
     if not rows:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in the class folders under {root}; "
                         "put the images in <class>/ folders there, or set data.root to the folder holding them")
+    warn_empty([domain_dirs[di] / folders[ci] for (di, ci), names in images.items() if not names], root)
     class_names = read_class_names(Path(class_names_file), folders) if class_names_file else \
         [default_class_name(f) for f in folders]
     domain_names = tuple(d.name for d in domain_dirs) if domain_level else ("all",)
