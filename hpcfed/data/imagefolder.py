@@ -86,8 +86,8 @@ def _common_classes(domain_dirs: list[Path]) -> list[str]:
         elif found != folders:
             only_here, only_first = sorted(set(found) - set(folders)), sorted(set(folders) - set(found))
             raise DataError(
-                f"classes differ between domains: {d.name} has extra {only_here[:5]} and lacks "
-                f"{only_first[:5]} compared with {domain_dirs[0].name}; every domain needs the same class folders"
+                f"classes differ between domains: {d} has extra {only_here[:5]} and lacks {only_first[:5]} "
+                f"compared with {domain_dirs[0]}; every domain needs the same class folders"
             )
     assert folders is not None
     return folders
