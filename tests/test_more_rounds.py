@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from hpcfed.config import load_config
 from hpcfed.data import load_listing
@@ -38,13 +39,13 @@ def finished(tmp_path, image_tree):
 
 
 def fake_checkpoint(cfg, rounds_done: int):
-    """A checkpoint that checkpoint.verify accepts (its .pt files are never loaded here)."""
+    """A checkpoint that checkpoint.verify accepts: intact torch files (their contents are never used here)."""
     folder = checkpoint.checkpoint_root(cfg.output_path) / f"round-{rounds_done:06d}"
     folder.mkdir(parents=True)
     files = {}
     for name in ["global.pt", *(f"client-{i:05d}.pt" for i in range(cfg.clients))]:
-        (folder / name).write_bytes(name.encode())
-        files[name] = hashlib.sha256(name.encode()).hexdigest()
+        torch.save({"name": name}, folder / name)
+        files[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
     manifest = {"round": rounds_done, "rows": rounds_done, "config_digest": cfg.experiment_digest(), "files": files}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder

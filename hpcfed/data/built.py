@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcfed.data.folders import subdirs
 from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.data.listing import Listing
 from hpcfed.data.registry import DATASETS
@@ -89,7 +90,7 @@ def built_domains(name: str, root: str | Path | None = None) -> tuple[str, ...]:
     if isinstance(listed, list):
         return tuple(listed)
     # the domain folders, in ImageFolder's order (hidden ones are a build in progress or a tree moved aside)
-    return tuple(sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    return tuple(subdirs(base))
 
 
 def read_built(name: str, root: str | Path | None = None, domains: list[str] | None = None,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcfed.data.domains import need_root, no_domains
+from hpcfed.data.domains import no_domains
+from hpcfed.data.folders import need_root
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing
 from hpcfed.data.registry import DATASETS

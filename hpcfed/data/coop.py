@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from hpcfed.data.domains import list_images, need_root, no_domains, subdirs
+from hpcfed.data.domains import no_domains
+from hpcfed.data.folders import list_images, need_root, subdirs, warn_empty
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
@@ -164,8 +165,9 @@ def _imagenet(ds: Path, images: Path, spec: CoopSpec) -> tuple[list[Row], list[s
             raise DataError(f"classes differ between {images / 'train'} and {split_dir} ({len(folders)} vs "
                             f"{len(found)} folders, e.g. {sorted(set(folders) ^ set(found))[:5]}); use the same wnids")
         folders = found
-        rows += [(0, ci, f"{split}/{w}/{n}", subset)
-                 for ci, w in enumerate(folders) for n in list_images(split_dir / w)]
+        names_in = {w: list_images(split_dir / w) for w in folders}
+        warn_empty([split_dir / w for w in folders if not names_in[w]], images)
+        rows += [(0, ci, f"{split}/{w}/{n}", subset) for ci, w in enumerate(folders) for n in names_in[w]]
     unnamed = [w for w in folders if w not in names]
     if unnamed:
         raise DataError(f"{names_file} has no name for {len(unnamed)} class folder(s), e.g. {unnamed[:5]}; "

@@ -9,42 +9,22 @@ lists set `Listing.subset`: DomainNet's `<domain>_train.txt`/`_test.txt`, PACS's
 leave-one-domain-out), so an image in two lists keeps the first of train, val, test, and
 `notes["split_overlap"]` counts such images. Images on disk that no list names are left out, with a warning.
 
-The helpers below (`subdirs`, `list_images`, `need_root`, `rows_to_listing`) are shared with the CoOp reader.
+Folders are listed with hpcfed.data.folders (`subdirs`, `list_images`, `need_root`), as in every reader.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from hpcfed.data.imagefolder import IMAGE_SUFFIXES, read_class_names
+from hpcfed.data.folders import list_images, need_root, recording_skipped, subdirs, warn_empty
+from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
 from hpcfed.errors import DataError
-
-
-def subdirs(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-
-
-def list_images(folder: Path) -> list[str]:
-    """Image file names in `folder`; scandir's entry types avoid one stat per file on parallel file systems."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
-
-
-def need_root(root: str | Path | None, title: str, layout: str) -> Path:
-    if not root:
-        raise DataError(f"data.root is required for {title}; set it to the folder holding {layout}")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{title} root {path} does not exist; set data.root to the folder holding {layout}")
-    return path
 
 
 def no_domains(title: str, domains: list[str] | None) -> None:
@@ -108,10 +88,8 @@ def _find_base(root: Path, wanted: set[str], spec: DomainSpec) -> Path:
     for depth in range(4):
         children = {}
         for folder in level:
-            try:
+            with recording_skipped():  # damaged neighbours of the dataset are not our business: no warning
                 children[folder] = subdirs(folder)
-            except OSError:  # an unreadable neighbour of the dataset is not our business
-                children[folder] = []
             score = len(wanted & {_norm(s) for s in children[folder]})
             if score > best_score:
                 best, best_score = folder, score
@@ -188,6 +166,7 @@ def _domain_rows(di: int, base: Path, class_root: Path, folders: list[str], list
     """One domain's rows; with official lists only the images they name, plus overlap and unlisted counts."""
     prefix = class_root.relative_to(base).as_posix()
     names = {c: list_images(class_root / c) for c in folders}
+    warn_empty([class_root / c for c in folders if not names[c]], base)
     if not lists:
         return [(di, ci, f"{prefix}/{c}/{n}", -1) for ci, c in enumerate(folders) for n in names[c]], 0, 0
     on_disk = {(c, n) for c in folders for n in names[c]}

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpcfed.data.folders import IMAGE_SUFFIXES, list_images, require_folder, subdirs, warn_empty
 from hpcfed.data.listing import Listing, rows_to_listing
 from hpcfed.data.registry import DATASETS
 from hpcfed.errors import DataError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def read_class_names(path: Path, folders: list[str]) -> list[str]:
@@ -50,38 +41,56 @@ def read_imagefolder(
     class_names_file: str | Path | None = None,
 ) -> Listing:
     """List an ImageFolder tree. With `domain_level` the first level is the domain (all or `domains`)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"dataset root {root} does not exist; set data.root to the folder holding the images")
+    root = require_folder(Path(root).expanduser(), "dataset root", "set data.root to the folder holding the images")
     if domains and not domain_level:
         domain_level = True
-    domain_dirs = [root] if not domain_level else [root / d for d in (domains or _class_folders(root))]
-    for d in domain_dirs:
-        if not d.is_dir():
-            have = _class_folders(root)
-            raise DataError(f"domain folder {d} does not exist; available domains under {root}: {have}")
+    domain_dirs = [root] if not domain_level else [root / d for d in (domains or subdirs(root))]
+    if not domain_dirs:
+        raise DataError(f"dataset root {root} has no domain folders; expected {root}/<domain>/<class>/<image>, or "
+                        "set data.root to the folder that holds them")
+    if domain_level:
+        fix = _domains_fix(root)
+        for d in domain_dirs:
+            require_folder(d, "domain folder", fix)
+    folders = _common_classes(domain_dirs)
+    images = {(di, ci): list_images(d / c) for di, d in enumerate(domain_dirs) for ci, c in enumerate(folders)}
+    rows = [(di, ci, str((domain_dirs[di] / folders[ci] / name).relative_to(root)), -1)
+            for (di, ci), names in images.items() for name in names]
+    if not rows:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in the class folders under {root}; "
+                        "put the images in <class>/ folders there, or set data.root to the folder holding them")
+    warn_empty([domain_dirs[di] / folders[ci] for (di, ci), names in images.items() if not names], root)
+    class_names = read_class_names(Path(class_names_file), folders) if class_names_file else \
+        [default_class_name(f) for f in folders]
+    domain_names = tuple(d.name for d in domain_dirs) if domain_level else ("all",)
+    return rows_to_listing(root, rows, class_names, domain_names)
+
+
+def _domains_fix(root: Path) -> str:
+    have = subdirs(root)
+    if not have:
+        return f"{root} holds no folders at all: set data.root to the folder of <domain>/<class>/<image>"
+    return f"set data.domains to the available domains under {root}: {have}"
+
+
+def _common_classes(domain_dirs: list[Path]) -> list[str]:
+    """The class folders every domain has (the same in each, or a DataError naming the difference)."""
     folders = None
     for d in domain_dirs:
-        found = _class_folders(d)
+        found = subdirs(d)
         if not found:
-            raise DataError(f"{d} has no class folders; expected {d}/<class>/<image>")
+            raise DataError(f"{d} has no class folders; expected {d}/<class>/<image>: put each class's images in "
+                            "a folder named after it, or set data.root to the folder that holds such folders")
         if folders is None:
             folders = found
         elif found != folders:
             only_here, only_first = sorted(set(found) - set(folders)), sorted(set(folders) - set(found))
             raise DataError(
-                f"classes differ between domains: {d.name} has extra {only_here[:5]} and lacks "
-                f"{only_first[:5]} compared with {domain_dirs[0].name}; every domain needs the same class folders"
+                f"classes differ between domains: {d} has extra {only_here[:5]} and lacks {only_first[:5]} "
+                f"compared with {domain_dirs[0]}; every domain needs the same class folders"
             )
     assert folders is not None
-    rows = [(di, ci, str(p.relative_to(root)), -1)
-            for di, d in enumerate(domain_dirs) for ci, c in enumerate(folders) for p in _images_in(d / c)]
-    if not rows:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
-    class_names = read_class_names(Path(class_names_file), folders) if class_names_file else \
-        [default_class_name(f) for f in folders]
-    domain_names = tuple(d.name for d in domain_dirs) if domain_level else ("all",)
-    return rows_to_listing(root, rows, class_names, domain_names)
+    return folders
 
 
 @DATASETS.register("imagefolder")

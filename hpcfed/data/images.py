@@ -81,7 +81,9 @@ class ImageSource:
             try:
                 with Image.open(path) as f:
                     img = f.convert("RGB")
-            except (OSError, ValueError) as e:
+            # Whatever the split stage's decode pass counts as unreadable (hpcfed.data.verify): PIL also raises
+            # SyntaxError, struct.error, DecompressionBombError... for a file damaged after the split.
+            except Exception as e:
                 raise DataError(f"cannot read image {path}: {e}; replace or remove the file") from e
         return ImageOps.invert(img) if self.invert else img
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hpcfed.data.folders import note_skipped
 from hpcfed.data.listing import Listing
 from hpcfed.errors import DataError
+from hpcfed.runtime.signals import raise_if_stopped
 
 
 def require_files(root: Path, relpaths: Iterable[str], source: Path) -> None:
@@ -28,7 +30,8 @@ def require_files(root: Path, relpaths: Iterable[str], source: Path) -> None:
         if parent not in seen:
             try:
                 seen[parent] = set(os.listdir(root / parent))
-            except OSError:
+            except OSError as e:  # said with the error below: its images then seem missing
+                note_skipped(root / parent, f"cannot be read: {e.strerror or e}")
                 seen[parent] = set()
         if name not in seen[parent]:
             missing.append(rel)
@@ -40,23 +43,51 @@ def require_files(root: Path, relpaths: Iterable[str], source: Path) -> None:
         )
 
 
-def _readable(path: Path) -> bool:
+def _decodes(path: Path) -> bool:
+    """Whether PIL decodes every pixel of the image, as ImageSource will. A header check (`verify`) passes a
+    truncated JPEG, which then stopped a client in round 1; only a full decode finds it. PIL's
+    LOAD_TRUNCATED_IMAGES stays False: a truncated file must fail here, not train on grey padding."""
     try:
         with Image.open(path) as img:
-            img.verify()  # header and (for PNG) chunk checksums only: no full decode, so it stays fast
+            img.convert("RGB")
         return True
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for bad files
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError... for bad files
         return False
 
 
-def verify_images(listing: Listing, workers: int = 16) -> Listing:
-    """Drop file-backed images PIL cannot open, say so, and record them in `notes` (never a silent shrink)."""
+def _decode_chunk(paths: list[Path]) -> list[bool]:
+    ok = []
+    for k, path in enumerate(paths):
+        if k % 256 == 0:
+            raise_if_stopped()  # decoding a large dataset takes minutes; a stop signal must not wait for it
+        ok.append(_decodes(path))
+    return ok
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its MPI binding or SLURM allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def decodable(paths: list[Path], workers: int | None = None) -> np.ndarray:
+    """Bool mask: which images decode completely. Threads, not processes (a fork after torch started its
+    threads can hang): PIL's decoders release the GIL, so large images decode in parallel. One contiguous
+    chunk per thread: a task per image costs more in GIL hand-offs than a small image takes to decode."""
+    workers = max(1, min(workers or usable_cores(), len(paths)))
+    if workers == 1:
+        return np.array(_decode_chunk(paths), dtype=bool)
+    size = -(-len(paths) // workers)
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.array([ok for chunk in pool.map(_decode_chunk, chunks) for ok in chunk], dtype=bool)
+
+
+def verify_images(listing: Listing, workers: int | None = None) -> Listing:
+    """Drop file-backed images PIL cannot decode, say so, and record them in `notes` (never a silent shrink).
+    Run once, by rank 0 before splitting; the other ranks drop the paths it records."""
     if listing.pixels is not None:
         return listing  # array datasets have no files to go bad
-    # Threads suffice: the work is file I/O and PIL releases the GIL while reading.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        ok = np.fromiter(pool.map(_readable, (listing.root / p for p in listing.paths)), dtype=bool,
-                         count=len(listing))
+    ok = decodable([listing.root / p for p in listing.paths], workers)
     bad = [listing.paths[i] for i in np.flatnonzero(~ok)]
     notes = {**listing.notes, "corrupt_images": len(bad), "corrupt_paths": bad}
     if not bad:

@@ -203,9 +203,13 @@ def abort_on_error(world):
             sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
     except BaseException as e:
-        text = traceback.format_exc()
+        # Bad input found mid-run (an image damaged since the split) is one line; anything else is a bug: traceback.
+        text = f"error: {e}" if isinstance(e, UserError) else traceback.format_exc()
         rank = world.Get_rank()
-        if not isinstance(e, RemoteRankFailed):
+        if isinstance(e, UserError):
+            sys.stderr.write(f"hpcfed (rank {rank}): {text}\n")
+            sys.stderr.flush()
+        elif not isinstance(e, RemoteRankFailed):
             sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed; aborting the job\n{text}")
             sys.stderr.flush()
         if rank != SERVER:

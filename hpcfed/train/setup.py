@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,12 @@ from hpcfed.train.checkpoint import Checkpoint
 RESUME_MODES = ("auto", "never")  # or the path of one checkpoint directory
 
 
-def read_listing(cfg: Config) -> Listing:
-    return load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
+def read_listing(cfg: Config, quiet: bool = False) -> Listing:
+    """The dataset listing; `quiet` hides its warnings (every rank reads it, rank 0 alone reports)."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return load_listing(cfg.data.dataset, cfg.data.root, cfg.data.domains, cfg.data.class_names_file)
 
 
 # ---- splits (the split stage) ---------------------------------------------------------------------------------
@@ -314,7 +319,7 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
 
     world = rt.world
     agree(world, lambda: validate_launch(cfg, rt.size))
-    listing = agree(world, lambda: read_listing(cfg))  # every rank reads it: it needs the paths
+    listing = agree(world, lambda: read_listing(cfg, quiet=not rt.is_server))  # every rank needs the paths
     start = world.bcast(agree(world, lambda: resume_point(cfg, resume, overwrite) if rt.is_server else None),
                         root=SERVER)
     if nothing_left(cfg, start):
@@ -360,7 +365,7 @@ def extract_only(cfg: Config, rt: Runtime, overwrite: bool = False) -> Path:
     client rank extracts a slice (rank 0 alone when the job has one rank)."""
     from hpcfed.extract.stage import prepare_cache
 
-    listing = agree(rt.world, lambda: read_listing(cfg))
+    listing = agree(rt.world, lambda: read_listing(cfg, quiet=not rt.is_server))
     listing, prepared = shared_splits(cfg, rt, listing, overwrite=False, resuming=True)
     extracts = rt.size == 1 or not rt.is_server
     host = agree(rt.world, lambda: build_host(cfg, rt, listing, prepared.splits, []) if extracts else None)
