@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from hpcfed.config import Config
-from hpcfed.metrics import format_bytes, format_duration, select_round
+from hpcfed.metrics import format_accuracy, format_bytes, format_duration, select_round
 from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter
 from hpcfed.runtime import SERVER
 
@@ -39,7 +39,8 @@ class Recorder:
                 for name, v in values.items():
                     rows[name][c] = v
         self.writer.write_final("zeroshot", -1, rows, self.client_domain, self.n_domains)
-        sys.stdout.write(f"zero-shot  test acc {np.nanmean(rows['test_accuracy']):.3f}  (CLIP, before training)\n")
+        sys.stdout.write(f"zero-shot  Local {format_accuracy(np.nanmean(rows['test_accuracy']))}  (CLIP, before "
+                         "training)\n")
         sys.stdout.flush()
 
     def round(self, r: int, selected: np.ndarray, evaluate: bool, gathered: list, comm: dict, round_start: float):
@@ -66,7 +67,7 @@ class Recorder:
         moved = int(comm["up"].sum() + comm["down"].sum())
         eta = elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1)
         sys.stdout.write(
-            f"round {r + 1:>3}/{self.cfg.rounds}  test acc {mean_acc:.3f}  "
+            f"round {r + 1:>3}/{self.cfg.rounds}  Local {format_accuracy(mean_acc)}  "
             f"train loss {global_row['mean_train_loss']:.3f}  {round_seconds:.2f} s/round  "
             f"wait+sync {sync_share:.0%}  moved {format_bytes(moved)}  ETA {format_duration(eta)}\n")
         sys.stdout.flush()

@@ -38,18 +38,20 @@ def print_client_table(path: Path) -> None:
                 columns[f"{which} (r{int(f[f'final/{which}_round'][()]) + 1})"] = values
         summary = {which: {m: float(f[f"final/{which}/summary/{m}"][()]) for m in f[f"final/{which}/summary"]}
                    for which in ("zeroshot", "selected", "last") if _column(f, which) is not None}
+    # Percent with one decimal, as `hpcfed report` and `hpcfed status` print accuracies.
     print(f"\n{'client':>6}  {'domain':<14} {'train':>5} {'test':>5}" + "".join(f"  {c:>14}" for c in columns))
     for c in range(acc.shape[1]):
         domain = domains[client_domain[c]] if client_domain[c] >= 0 else "mixed"
         print(f"{c:>6}  {domain:<14} {sizes[c][0]:>5} {sizes[c][1]:>5}"
-              + "".join(f"  {v[c]:>14.3f}" for v in columns.values()))
-    print(f"{'mean':>6}  {'':<14} {'':>5} {'':>5}" + "".join(f"  {np.nanmean(v):>14.3f}" for v in columns.values()))
+              + "".join(f"  {100 * v[c]:>13.1f}%" for v in columns.values()))
+    means = "".join(f"  {100 * np.nanmean(v):>13.1f}%" for v in columns.values())
+    print(f"{'mean':>6}  {'':<14} {'':>5} {'':>5}{means}")
     if zero_shot is not None and "selected" in summary:
         gain = columns[next(k for k in columns if k.startswith("selected"))] - zero_shot
-        print(f"selected round vs zero-shot: mean {np.nanmean(gain):+.3f}, "
+        print(f"selected round vs zero-shot: mean {100 * np.nanmean(gain):+.1f} points, "
               f"{int(np.sum(gain < 0))} of {len(gain)} clients below their zero-shot accuracy")
     if summary and np.isfinite(summary[next(iter(summary))].get("novel_accuracy", np.nan)):
         print(f"\n{'':<10}" + "".join(f"{m:>8}" for m in ("Local", "Base", "Novel", "HM")))
         for which, values in summary.items():
-            print(f"{which:<10}" + "".join(f"{values[m]:>8.3f}" for m in ("test_accuracy", "base_accuracy",
-                                                                          "novel_accuracy", "hm")))
+            print(f"{which:<10}" + "".join(f"{100 * values[m]:>7.1f}%" for m in ("test_accuracy", "base_accuracy",
+                                                                                "novel_accuracy", "hm")))
