@@ -83,6 +83,9 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
     partition settings, client count and seed) and refuses a run file whose splits do not match.
     """
     cfg = _load(config, overrides)
+    if plot_path and (Path(plot_path).is_dir() or _writable_folder(Path(plot_path).parent) is None):
+        _fail(f"--plot {plot_path} cannot be written (a directory, or a folder that cannot be made or written); "
+              "pass a PNG path in a writable folder, e.g. --plot runs/splits.png")
     from hpcfed.errors import UserError
     from hpcfed.results import open_run
     from hpcfed.train.setup import prepare_splits, read_listing
@@ -132,10 +135,10 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
     from hpcfed.report.table import build_table, caption, format_table
 
     which = "last" if last else "selected"
-    table_path = _report_outputs(fmt, out_path, plots_dir)  # before any work: no half-written outputs
     # Quoted patterns too (a Makefile, a shell that did not expand them); a pattern matching nothing is an error.
     paths = [match for pattern in runs
              for match in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]) or [pattern]]
+    table_path = _report_outputs(fmt, out_path, plots_dir, paths)  # before any work: no half-written outputs
     try:
         run_infos = read_runs(paths, which)
     except ReportError as e:
@@ -160,7 +163,12 @@ def _writable_folder(folder: Path) -> Path | None:
     return folder if folder.is_dir() and os.access(folder, os.W_OK) else None
 
 
-def _report_outputs(fmt: str | None, out_path: str | None, plots_dir: str | None):
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _report_outputs(fmt: str | None, out_path: str | None, plots_dir: str | None, runs: list[str]):
     """The table file to write (None without --format), after checking that every output can be written. The
     default report.<ext> never replaces a file that is already there; a file named by --out does."""
     table_path = None
@@ -168,6 +176,11 @@ def _report_outputs(fmt: str | None, out_path: str | None, plots_dir: str | None
         _fail(f"--out {out_path} without --format: pass --format md, csv or latex to write the table there")
     if fmt:
         table_path = Path(out_path or "report." + {"md": "md", "csv": "csv", "latex": "tex"}[fmt])
+        if table_path.is_file() and _is_hdf5(table_path):
+            which = "one of the run files being reported" if any(
+                Path(r).exists() and table_path.samefile(r) for r in runs) else "an HDF5 file, e.g. a run file"
+            _fail(f"--out {table_path} is {which}, so it is left as it is; name a table file, e.g. --out "
+                  f"report.{fmt}")
         if out_path is None and table_path.exists():
             _fail(f"{table_path} already exists and was not named with --out, so it is left as it is; pass --out "
                   f"{table_path} to replace it, or --out <new file>")

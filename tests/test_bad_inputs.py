@@ -6,6 +6,7 @@ within 60 s, untouched files. Config, data and weights cases live in test_bad_in
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,15 @@ def test_report_keeps_an_existing_report_md_it_was_not_told_to_replace(finished,
     assert_refused(outcome, 2, "report.md already exists", "--out", untouched=before)
 
 
+def test_report_never_writes_its_table_over_a_run_file(finished, tmp_path):
+    run = finished.with_suffix(".h5")
+    other = shutil.copy(run, tmp_path / "other.h5")
+    before = fingerprint(run, other)
+    for out, problem in ((run, "is one of the run files being reported"), (other, "is an HDF5 file")):
+        outcome = run_in_process(["report", str(run), "--format", "md", "--out", str(out)], tmp_path)
+        assert_refused(outcome, 2, problem, "--out report.md", untouched=before)
+
+
 def test_report_replaces_a_file_named_with_out(finished, tmp_path):
     named = tmp_path / "table.md"
     named.write_text("old table\n")
@@ -173,6 +183,31 @@ def test_report_checks_every_output_before_writing_any(args, problem, fix, finis
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no table, no figures, no folders
 
 
+# ---- split and extract: their own outputs and inputs, before any work -----------------------------------------
+
+
+@pytest.mark.parametrize("args, problem, fix", [
+    (["split", "{cfg}", "--plot", "{tmp}/a_file/splits.png"], "--plot {tmp}/a_file/splits.png cannot be written",
+     "--plot runs/splits.png"),
+    (["split", "{cfg}", "--plot", "{tmp}"], "is a directory", "hpcfed split -h"),
+    (["split", "{tmp}"], "is a directory", "hpcfed split -h"),
+    (["split", "{cfg}", "-o", "output={tmp}"], "config error at 'output'", "name a file in it"),
+    (["train", "{cfg}", "-o", "data.root={tmp}/gone"], "the dataset folder {tmp}/gone does not exist",
+     "set data.root"),
+    (["extract", "{cfg}", "-o", "data.root={tmp}/gone"], "the dataset folder {tmp}/gone does not exist",
+     "set data.root"),
+], ids=["plot-under-a-file", "plot-is-a-directory", "config-is-a-directory", "split-output-is-a-directory",
+        "train-data-root-gone", "extract-data-root-gone"])
+def test_split_train_and_extract_refuse_before_any_work(args, problem, fix, image_tree, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    cfg = write_config(tmp_path / "run.yaml", image_tree)
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{cfg}", str(cfg)) for a in args]
+    before = fingerprint(tmp_path)
+    outcome = run_in_process(args, tmp_path)
+    assert_refused(outcome, 2, problem.replace("{tmp}", str(tmp_path)), fix, untouched=before)
+    assert not cfg.with_suffix(".h5").exists()  # no split file either
+
+
 # ---- the launcher: found before MPI_Init ---------------------------------------------------------------------
 
 
@@ -185,15 +220,17 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("name", LAUNCHERS)
-def test_a_launch_that_cannot_work_is_refused_before_mpi_starts(name, image_tree, tmp_path, monkeypatch):
+# extract also runs on one process (rank 0 extracts alone), so only train refuses python run directly.
+@pytest.mark.parametrize("name, verb", [(n, v) for n in LAUNCHERS for v in ("train", "extract")
+                                        if (n, v) != ("python-run-directly", "extract")])
+def test_a_launch_that_cannot_work_is_refused_before_mpi_starts(name, verb, image_tree, tmp_path, monkeypatch):
     env, problem, fix = LAUNCHERS[name]
     for var in ("PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "PMIX_RANK", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     cfg = write_config(tmp_path / "run.yaml", image_tree)
-    outcome = run_in_process(["train", str(cfg)], tmp_path)  # the harness asserts MPI was never initialised
+    outcome = run_in_process([verb, str(cfg)], tmp_path)  # the harness asserts MPI was never initialised
     assert_refused(outcome, 2, problem, fix, untouched=fingerprint(tmp_path))
 
 
