@@ -104,6 +104,10 @@ def assert_refused(outcome: Outcome, code: int, problem: str | tuple[str, ...], 
     assert outcome.seconds < LIMIT_SECONDS, f"took {outcome.seconds:.0f} s\n{shown}"
     if untouched is not None:
         assert fingerprint(*map(Path, untouched)) == untouched, f"files changed\n{shown}"
+    if os.environ.get("HPCFED_CASE_LOG"):  # the table of cases (exit code, first line) for the note
+        case = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(os.environ["HPCFED_CASE_LOG"], "a") as log:
+            log.write(f"{case}\t{outcome.code}\t{outcome.seconds:.1f}\t{outcome.first_line}\n")
 
 
 def run_and_signal(args: list[str], ranks: int, when: str, signals: list[int], cwd: Path | None = None,
