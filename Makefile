@@ -54,7 +54,7 @@ compare: data
 
 test: data
 	$(BIN)/ruff check hpcfed tests benchmarks
-	rc=0; $(BIN)/python -m pytest -q --durations=15 tests || rc=$$?; \
+	rc=0; $(BIN)/python -m pytest -q --durations=40 tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):

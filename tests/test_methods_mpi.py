@@ -98,4 +98,4 @@ def test_report_tables_the_methods_and_names_an_unreadable_file(probed, tmp_path
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")
     bad = CliRunner().invoke(main, ["report", str(broken)])
-    assert bad.exit_code == 2 and "cannot read run file" in bad.output
+    assert bad.exit_code == 2 and f"{broken} is not an HDF5 file" in bad.output
