@@ -40,7 +40,8 @@ def image_tree(tmp_path_factory) -> Path:
 
 def write_config(path: Path, image_tree: Path, **overrides) -> Path:
     tree = {
-        "name": "t", "seed": 0, "rounds": 3, "clients": 4, "participation": 0.5,
+        # No zero-shot pass before round 1 unless a test asks for it: it is tested on its own (test_mpi).
+        "name": "t", "seed": 0, "rounds": 3, "clients": 4, "participation": 0.5, "eval_zero_shot": False,
         "output": str(path.with_suffix(".h5")),
         "model": {"name": "hpcfed-tiny"},
         "data": {"dataset": "imagefolder", "root": str(image_tree), "domains": ["a", "b"]},

@@ -331,7 +331,7 @@ def test_a_rank_that_gets_a_second_ctrl_c_stops_at_once(tmp_path):
 
 def test_sigterm_during_set_up_stops_every_rank_before_round_1(tmp_path):
     tree = make_image_tree(tmp_path / "big", per_class=250)  # set-up (zero-shot of 1,500 images) takes seconds
-    cfg = write_config(tmp_path / "run.yaml", tree, rounds=3)
+    cfg = write_config(tmp_path / "run.yaml", tree, rounds=3, eval_zero_shot=True)
     assert run_in_process(["split", str(cfg)], tmp_path).code == 0
     outcome = run_and_signal(["train", str(cfg)], 3, "using the splits stored", [signal.SIGTERM])
     assert_refused(outcome, 75, "stopped by SIGTERM during set-up", "--resume auto")

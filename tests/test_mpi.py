@@ -27,7 +27,8 @@ def runs_on_2_and_4_ranks(tmp_path_factory, image_tree):
     out = {}
     for n in (2, 4):
         # Fresh crops every epoch: they too must come from per-client streams, never from the rank.
-        cfg = write_config(tmp_path_factory.mktemp(f"n{n}") / "run.yaml", image_tree, **{"train.augment": True})
+        cfg = write_config(tmp_path_factory.mktemp(f"n{n}") / "run.yaml", image_tree, eval_zero_shot=True,
+                           **{"train.augment": True})
         done = run_mpi(n, [str(HPCFED), "train", str(cfg)])
         assert done.returncode == 0, done.stderr[-3000:]
         out[n] = (cfg.with_suffix(".h5"), done)

@@ -26,7 +26,8 @@ VENV = Path(sys.executable).parent.parent
 TRAIN, SWEEP, MPIRUN = (str(REPO / "jobs" / name) for name in ("train.sbatch", "sweep.sbatch", "mpirun.sh"))
 DEMO_RANKS = 4
 DEMO_ROUNDS = 3  # the signal comes once round 1 is written and must land before the last round starts
-DEMO = f"-o rounds={DEMO_ROUNDS} -o train.local_epochs=1"  # a few seconds per round on 2 cores
+# a few seconds per round on 2 cores; no zero-shot pass (the requeued job would pay it again for nothing)
+DEMO = f"-o rounds={DEMO_ROUNDS} -o train.local_epochs=1 -o eval_zero_shot=false"
 needs_demo_data = pytest.mark.skipif(not (data_cache_dir() / "emoji_domains" / ".complete").exists(),
                                      reason="Emoji-Domains not built: `make test` builds it first")
 
