@@ -106,34 +106,63 @@ def _data_root(cfg: Path) -> str:
 # ---- output paths: checked with the config, before MPI --------------------------------------------------------
 
 
-def _output_cases(tmp: Path) -> list[tuple[str, str, str, str]]:
-    (tmp / "a_file").write_text("x")
-    (tmp / "a_dir").mkdir()
-    cases = [
-        ("directory", str(tmp / "a_dir"), "is a directory", "name a file in it"),
-        ("unknown-placeholder", str(tmp / "{name}_{date}.h5"), "unknown placeholder {date}", "use only {name} and"),
-        ("positional-placeholder", str(tmp / "{}.h5"), "placeholder without a name", "use only {name} and"),
-        ("broken-template", str(tmp / "{name.h5"), "not a valid template", "use only {name} and"),
-        ("under-a-file", str(tmp / "a_file" / "run.h5"), "is a file", "whose folders are folders"),
-    ]
+def _unwritable_folder(tmp: Path) -> Path:
+    """A folder this user cannot write: mode 0555 for a user; for root (who may write anywhere) a read-only
+    mount such as /proc/sys."""
     if os.geteuid() != 0:
         locked = tmp / "locked"
         locked.mkdir(mode=0o555)
-        cases.append(("unwritable-folder", str(locked / "run.h5"), "not writable", "-o output="))
-    elif not os.access("/proc/sys", os.W_OK):  # root may write anywhere except a read-only mount such as this
-        cases.append(("unwritable-folder", "/proc/sys/hpcfed/run.h5", "not writable", "-o output="))
-    return cases
+        return locked
+    assert not os.access("/proc/sys", os.W_OK), "root can write /proc/sys here: no unwritable folder to test with"
+    return Path("/proc/sys")
 
 
-def test_every_bad_output_path_is_refused_with_the_config(image_tree, tmp_path):
-    cases = _output_cases(tmp_path)
-    assert len(cases) >= 6, "no unwritable location on this machine: the case list is incomplete"
-    for name, output, problem, fix in cases:
-        cfg = write_config(tmp_path / f"{name}.yaml", image_tree, output=output)
-        before = fingerprint(tmp_path)
-        outcome = run_in_process(["train", str(cfg)], tmp_path)
-        assert_refused(outcome, 2, "config error at 'output'", fix, untouched=before)
-        assert problem in outcome.first_line, name
+OUTPUT_CASES = {  # output template ({tmp}: the test's folder) -> problem, fix
+    "directory": ("{tmp}/a_dir", "is a directory", "name a file in it"),
+    "unknown-placeholder": ("{tmp}/{name}_{date}.h5", "unknown placeholder {date}", "use only {name} and"),
+    "positional-placeholder": ("{tmp}/{}.h5", "placeholder without a name", "use only {name} and"),
+    "broken-template": ("{tmp}/{name.h5", "not a valid template", "use only {name} and"),
+    "under-a-file": ("{tmp}/a_file/run.h5", "is a file", "whose folders are folders"),
+    "unwritable-folder": ("{locked}/hpcfed/run.h5", "not writable", "-o output="),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_a_bad_output_path_is_refused_with_the_config(case, image_tree, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_dir").mkdir()
+    template, problem, fix = OUTPUT_CASES[case]
+    output = template.replace("{tmp}", str(tmp_path)).replace("{locked}", str(_unwritable_folder(tmp_path)))
+    cfg = write_config(tmp_path / "run.yaml", image_tree, output=output)
+    before = fingerprint(tmp_path)
+    outcome = run_in_process(["train", str(cfg)], tmp_path)
+    assert_refused(outcome, 2, "config error at 'output'", fix, untouched=before)
+    assert problem in outcome.first_line
+
+
+# ---- split on an existing output ------------------------------------------------------------------------------
+
+
+def test_split_refuses_to_touch_a_trained_run(finished, tmp_path):
+    before = fingerprint(finished.with_suffix(".h5"))
+    outcome = run_in_process(["split", str(finished)], tmp_path)
+    assert_refused(outcome, 2, "already holds training results", "set -o output=<new path>", untouched=before)
+
+
+def test_split_leaves_a_damaged_output_alone_unless_told(finished, image_tree, tmp_path):
+    half = truncated_copy(finished.with_suffix(".h5"), tmp_path)
+    cfg = write_config(tmp_path / "run.yaml", image_tree, output=str(half))
+    before = fingerprint(half)
+    assert_refused(run_in_process(["split", str(cfg)], tmp_path), 2, "is truncated", "pass --overwrite",
+                   untouched=before)
+    assert run_in_process(["split", str(cfg), "--overwrite"], tmp_path).code == 0  # told: replaced
+    assert "state    split" in run_in_process(["status", str(half)], tmp_path).out
+
+
+def test_report_names_the_damaged_file_among_good_ones(finished, tmp_path):
+    half = truncated_copy(finished.with_suffix(".h5"), tmp_path)
+    outcome = run_in_process(["report", str(finished.with_suffix(".h5")), str(half)], tmp_path)
+    assert_refused(outcome, 2, f"run file {half} is truncated", "copy it again", untouched=fingerprint(half))
 
 
 # ---- report outputs: never replace a file it was not told to ---------------------------------------------------
