@@ -37,15 +37,15 @@ def test_device_buffer_path_gives_bitwise_the_metrics_of_the_host_buffer(tmp_pat
 def test_amp_training_runs_end_to_end_and_stays_close_to_fp32(tmp_path, image_tree):
     runs = {}
     for precision in ("fp32", "amp"):
-        cfg = write_config(tmp_path / f"{precision}.yaml", image_tree, rounds=2, **{"train.precision": precision})
+        cfg = write_config(tmp_path / f"{precision}.yaml", image_tree, rounds=1, **{"train.precision": precision})
         r = run_mpi(2, [str(HPCFED), "train", str(cfg)])
         assert r.returncode == 0, r.stderr
         runs[precision] = metrics(tmp_path / f"{precision}.h5")
     fp32, amp = runs["fp32"]["train_loss"], runs["amp"]["train_loss"]
     assert np.isfinite(amp[~np.isnan(fp32)]).all()
     assert not np.array_equal(fp32, amp)  # autocast really ran in fp16
-    # Round 1 starts every client from the same parameters: fp16 autocast stays within 2% of fp32 there. Later
-    # rounds start from states that fp16 updates moved apart, so they are only required to stay finite.
+    # Round 1 starts every client from the same parameters: fp16 autocast stays within 2% of fp32 there (later
+    # rounds start from states that fp16 updates moved apart, so only round 1 is compared).
     np.testing.assert_allclose(amp[0], fp32[0], rtol=0.02)
 
 

@@ -26,8 +26,10 @@ VENV = Path(sys.executable).parent.parent
 TRAIN, SWEEP, MPIRUN = (str(REPO / "jobs" / name) for name in ("train.sbatch", "sweep.sbatch", "mpirun.sh"))
 DEMO_RANKS = 4
 DEMO_ROUNDS = 3  # the signal comes once round 1 is written and must land before the last round starts
-# a few seconds per round on 2 cores; no zero-shot pass (the requeued job would pay it again for nothing)
-DEMO = f"-o rounds={DEMO_ROUNDS} -o train.local_epochs=1 -o eval_zero_shot=false"
+# The demo on half its domains and clients (the jobs are what is tested): a few seconds per round on 2 cores; no
+# zero-shot pass (the requeued job would pay it again for nothing).
+DEMO = (f"-o rounds={DEMO_ROUNDS} -o train.local_epochs=1 -o eval_zero_shot=false -o clients=4 "
+        "-o data.domains=[noto,twemoji]")
 needs_demo_data = pytest.mark.skipif(not (data_cache_dir() / "emoji_domains" / ".complete").exists(),
                                      reason="Emoji-Domains not built: `make test` builds it first")
 
