@@ -241,6 +241,7 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
     stop = StopRequest()  # first: a SIGUSR1 during the imports and set-up must not kill the rank
     try:
         cfg = _load(config, overrides, check_data=True)  # every problem of config, weights and data at once
+        _check_output_file(cfg, overwrite, resume != "never")
         rt = _start_mpi(cfg, single_process=False)
         from hpcfed.runtime import abort_on_error
         from hpcfed.train.loop import run
@@ -253,6 +254,17 @@ def train(config: str, overrides: tuple[str, ...], overwrite: bool, resume: str,
                 click.echo(f"results: {cfg.output_path}")
     finally:
         stop.restore()
+
+
+def _check_output_file(cfg, overwrite: bool, resuming: bool) -> None:
+    """A damaged run file, or a trained one that is neither continued nor replaced, is refused before launch."""
+    from hpcfed.errors import UserError
+    from hpcfed.train.setup import usable_output
+
+    try:
+        usable_output(cfg, overwrite, resuming)
+    except UserError as e:
+        _fail(f"error: {e}")
 
 
 def _start_mpi(cfg, single_process: bool):

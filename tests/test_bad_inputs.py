@@ -93,7 +93,7 @@ def test_train_on_a_damaged_run_file_at_its_output_leaves_it_untouched(finished,
     half = truncated_copy(finished.with_suffix(".h5"), tmp_path)
     cfg = write_config(tmp_path / "run.yaml", Path(_data_root(finished)), output=str(half), rounds=1)
     before = fingerprint(half)
-    outcome = run_process(["train", str(cfg)], ranks=3)
+    outcome = run_in_process(["train", str(cfg)], tmp_path)  # refused before MPI starts
     assert_refused(outcome, 2, "is truncated", ("--overwrite", "-o output="), untouched=before)
 
 
@@ -306,7 +306,7 @@ def test_overwrite_of_a_finished_run_whose_data_is_gone_keeps_run_and_checkpoint
     before = fingerprint(run, finished.with_suffix(".ckpt"))
     cfg = write_config(tmp_path / "moved.yaml", tmp_path / "data-moved-away", output=str(run), rounds=2,
                        **{"runtime.checkpoint_every": 1})
-    outcome = run_process(["train", str(cfg), "--overwrite"], ranks=3)
+    outcome = run_in_process(["train", str(cfg), "--overwrite"], tmp_path)  # refused before MPI starts
     assert_refused(outcome, 2, "data-moved-away", ("fix", "pass", "set data.root", "check"), untouched=before)
     assert not Path(str(run) + ".new").exists()
 
@@ -314,8 +314,12 @@ def test_overwrite_of_a_finished_run_whose_data_is_gone_keeps_run_and_checkpoint
 def test_train_without_overwrite_never_touches_a_finished_run(finished):
     run = finished.with_suffix(".h5")
     before = fingerprint(run, finished.with_suffix(".ckpt"))
-    outcome = run_process(["train", str(finished)], ranks=3)
+    outcome = run_in_process(["train", str(finished)])  # refused before MPI starts
     assert_refused(outcome, 2, "already holds training results", "--resume auto", untouched=before)
+    # and under a launcher, the same line once, from rank 0 alone
+    launched = run_process(["train", str(finished)], ranks=2)
+    assert_refused(launched, 2, "already holds training results", "--resume auto", untouched=before)
+    assert launched.err.count("already holds training results") == 1
 
 
 # ---- signals ---------------------------------------------------------------------------------------------------

@@ -77,6 +77,20 @@ def _stored(path: Path) -> tuple[str | None, str | None, bool]:
         return f["splits"].attrs["split_hash"], f["splits"].attrs["source_digest"], "metrics" in f
 
 
+def usable_output(cfg: Config, overwrite: bool, resuming: bool) -> tuple[str | None, str | None, bool] | None:
+    """`_stored` of the run file at `output`, None when there is none or it is to be replaced; refuses a damaged
+    file, and one that holds training results unless the run continues it. Cheap: `hpcfed train` calls it before
+    MPI starts, the split stage again."""
+    path = cfg.output_path
+    if overwrite or not path.exists():
+        return None
+    stored = _stored(path)
+    if stored[2] and not resuming:
+        raise RunFileExists(f"run file {path} already holds training results; continue it with --resume auto, "
+                            f"replace it with --overwrite, or set -o output=<new path>")
+    return stored
+
+
 def _stored_unreadable(path: Path) -> tuple[str, ...]:
     with open_run(path) as f:
         return tuple(f["splits/notes"].attrs.get("corrupt_paths", ()))
@@ -89,11 +103,9 @@ def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resum
     `resuming`: the file may hold training results (train --resume continues or replaces them).
     `stage`: an existing file is not replaced yet; the new one waits beside it (`Prepared.staged`)."""
     path, wanted = cfg.output_path, split_hash(cfg, listing)
-    if path.exists() and not overwrite:
-        stored, old_digest, trained = _stored(path)
-        if trained and not resuming:
-            raise RunFileExists(f"run file {path} already holds training results; continue it with --resume auto, "
-                                f"replace it with --overwrite, or set -o output=<new path>")
+    existing = usable_output(cfg, overwrite, resuming)
+    if existing is not None:
+        stored, old_digest, _ = existing
         if stored == wanted:
             with open_run(path) as f:
                 return Prepared(read_splits(f), True, _stored_unreadable(path))
