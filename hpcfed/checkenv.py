@@ -281,9 +281,9 @@ def check_split_file(cfg) -> Check:
 
 
 def check_disk(cfg) -> Check:
-    folder = (cfg.output_path.parent if cfg else Path.cwd()).resolve()
-    while not folder.exists():  # train creates the output folder; measure the filesystem it will be on
-        folder = folder.parent
+    from hpcfed.env import nearest_existing
+
+    folder = nearest_existing(cfg.output_path.parent if cfg else Path.cwd())  # the file system train will write on
     free = shutil.disk_usage(folder).free
     message = f"{free / 2**30:.1f} GB free at {folder}"
     if free < MIN_FREE_BYTES:

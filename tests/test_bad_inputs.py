@@ -123,6 +123,7 @@ OUTPUT_CASES = {  # output template ({tmp}: the test's folder) -> problem, fix
     "positional-placeholder": ("{tmp}/{}.h5", "placeholder without a name", "use only {name} and"),
     "broken-template": ("{tmp}/{name.h5", "not a valid template", "use only {name} and"),
     "under-a-file": ("{tmp}/a_file/run.h5", "is a file", "whose folders are folders"),
+    "under-a-file-via-dotdot": ("{tmp}/new/../a_file/run.h5", "is a file", "whose folders are folders"),
     "unwritable-folder": ("{locked}/hpcfed/run.h5", "not writable", "-o output="),
 }
 

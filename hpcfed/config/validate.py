@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hpcfed.config.schema import Config, _build
 from hpcfed.data import DATASETS
+from hpcfed.env import nearest_existing
 from hpcfed.errors import ConfigError, ConfigProblems
 from hpcfed.methods import METHODS
 from hpcfed.models import check_model
@@ -106,9 +107,7 @@ def check_output(c: Config) -> None:
         raise ConfigError("output", f"{c.output!r} is not a valid template ({e})", fix) from None
     _require(not path.is_dir(), "output", f"{path} is a directory",
              f"name a file in it, e.g. -o output={path / '{name}_seed{seed}.h5'}")
-    folder = path.parent
-    while not folder.exists():  # train creates the missing folders; the nearest existing one must allow it
-        folder = folder.parent
+    folder = nearest_existing(path.parent)  # train creates the missing folders; this one must allow it
     _require(folder.is_dir(), "output", f"{folder} is a file, so {path} cannot be made under it",
              "choose an output path whose folders are folders")
     writable = os.access(path if path.exists() else folder, os.W_OK)
