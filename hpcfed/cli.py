@@ -157,15 +157,17 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
 
 def _writable_folder(folder: Path) -> Path | None:
     """The nearest existing folder of `folder` if this user may create files there, else None."""
-    folder = Path(os.path.abspath(folder))  # 'new/../x' means x, though 'new' does not exist
-    while not folder.exists():
-        folder = folder.parent
+    from hpcfed.env import nearest_existing
+
+    folder = nearest_existing(folder)
     return folder if folder.is_dir() and os.access(folder, os.W_OK) else None
 
 
 def _is_hdf5(path: Path) -> bool:
+    from hpcfed.results import HDF5_SIGNATURE
+
     with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+        return f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
 
 
 def _report_outputs(fmt: str | None, out_path: str | None, plots_dir: str | None, runs: list[str]):
