@@ -44,7 +44,8 @@ class TrainResult:
 def run(cfg: Config, rt: Runtime, overwrite: bool = False,
         callbacks: list[Callable[[RoundEvent], None]] | None = None, resume: str = "never",
         stop: StopRequest | None = None) -> TrainResult:
-    stop = stop or StopRequest()  # from here on a SIGUSR1/SIGTERM checkpoints at the next round boundary
+    owned = stop is None  # the caller that installed a StopRequest restores it (hpcfed train: after the run)
+    stop = stop or StopRequest()  # from here on a stop signal checkpoints at the next round boundary
     setup = set_up(cfg, rt, overwrite, resume)
     if setup is None:
         return TrainResult(cfg.rounds)
@@ -112,7 +113,8 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             writer.close("failed", traceback.format_exc(), rt.rank)
         raise
     finally:
-        stop.restore()
+        if owned:
+            stop.restore()
     if recorder is not None:
         result.first_test_accuracy, result.final_test_accuracy = recorder.finish()
     return result
