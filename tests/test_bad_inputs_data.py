@@ -124,32 +124,22 @@ def test_a_tree_of_damaged_images_only_is_refused(tmp_path, tree):
 # ---- damaged entries of the tree: skipped while listing, recorded as notes['skipped_paths'] ------------------
 
 
-def test_a_symlink_loop_in_a_class_folder_is_skipped(tmp_path, tree):
-    (tree / "a" / "cat" / "loop").symlink_to("..")
-    with pytest.warns(UserWarning, match=SKIPPED_ONE + r"a/cat/loop \(symlink loop"):
+# entry (relative to the tree) -> where it links (relative to the entry's folder, {tmp}: the test's folder), why
+LINKS = {
+    "symlink-loop-in-a-class-folder": ("a/cat/loop", "..", "symlink loop"),
+    "symlink-loop-among-class-folders": ("b/loop", "..", "symlink loop"),  # would be a class holding the domains
+    "link-to-itself-named-like-an-image": ("a/dog/self.png", "self.png", "symlink loop"),
+    "broken-symlink": ("b/ice_cream/gone.png", "{tmp}/moved_away.png", "broken symlink"),
+}
+
+
+@pytest.mark.parametrize("case", LINKS)
+def test_a_bad_link_in_the_tree_is_skipped(case, tmp_path, tree):
+    entry, target, why = LINKS[case]
+    (tree / entry).symlink_to(target.replace("{tmp}", str(tmp_path)))
+    with pytest.warns(UserWarning, match=SKIPPED_ONE + re.escape(f"{entry} ({why}")):
         cfg, outcome = _split(tmp_path, tree)
-    _assert_accepted(outcome, cfg, tree, "a/cat/loop", "skipped_paths")
-
-
-def test_a_symlink_loop_among_the_class_folders_is_not_a_class(tmp_path, tree):
-    (tree / "b" / "loop").symlink_to("..")  # would be a class 'loop' holding the domain folders
-    with pytest.warns(UserWarning, match=SKIPPED_ONE + r"b/loop \(symlink loop"):
-        cfg, outcome = _split(tmp_path, tree)
-    _assert_accepted(outcome, cfg, tree, "b/loop", "skipped_paths")
-
-
-def test_a_link_to_itself_named_like_an_image_is_skipped(tmp_path, tree):
-    (tree / "a" / "dog" / "self.png").symlink_to("self.png")
-    with pytest.warns(UserWarning, match=SKIPPED_ONE + r"a/dog/self.png \(symlink loop\)"):
-        cfg, outcome = _split(tmp_path, tree)
-    _assert_accepted(outcome, cfg, tree, "a/dog/self.png", "skipped_paths")
-
-
-def test_a_broken_symlink_is_skipped(tmp_path, tree):
-    (tree / "b" / "ice_cream" / "gone.png").symlink_to(tmp_path / "moved_away.png")
-    with pytest.warns(UserWarning, match=SKIPPED_ONE + r"b/ice_cream/gone.png \(broken symlink\)"):
-        cfg, outcome = _split(tmp_path, tree)
-    _assert_accepted(outcome, cfg, tree, "b/ice_cream/gone.png", "skipped_paths")
+    _assert_accepted(outcome, cfg, tree, entry, "skipped_paths")
 
 
 def _unreadable(monkeypatch, folder: Path) -> None:
