@@ -341,8 +341,12 @@ def test_ctrl_c_checkpoints_at_the_round_boundary_like_sigterm(long_run):
 
 def test_a_second_ctrl_c_ends_the_job_at_once_without_a_traceback(long_run):
     outcome = run_and_signal(["train", str(long_run)], 3, "round   2/", [signal.SIGINT, signal.SIGINT])
-    assert outcome.code != 0 and "Traceback" not in outcome.out + outcome.err, outcome.err[-2000:]
+    assert "Traceback" not in outcome.out + outcome.err, outcome.err[-2000:]
     assert "round   5/" not in outcome.out  # rounds take about a second: it ended within a round or two
+    # Not the launcher's exit code: MPICH's hydra sometimes loses its own proxy on the second signal and then
+    # returns 0 (seen once in CI). What the job owns is the run file, which must not claim all rounds are done.
+    status = run_in_process(["status", str(long_run.with_suffix(".h5"))])
+    assert status.code == 0 and "state    " in status.out and "state    finished" not in status.out, status.out
 
 
 def test_a_rank_that_gets_a_second_ctrl_c_stops_at_once(tmp_path):
