@@ -95,10 +95,6 @@ def test_a_class_name_file_overrides_the_prompt_names(tmp_path):
     names.write_text("abyssinian\tAbyssinian cat\namerican_bulldog\tAmerican bulldog\n")
     assert load_listing("oxford_pets", str(tmp_path), None, str(names)).class_names == ("Abyssinian cat",
                                                                                        "American bulldog")
-    _tree(tmp_path / "oc", ("amazon", "caltech", "dslr", "webcam"), ("back_pack",), per_class=1)
-    (tmp_path / "oc.txt").write_text("back_pack\tbackpack\n")
-    assert load_listing("office_caltech10", str(tmp_path / "oc"), None, str(tmp_path / "oc.txt")).class_names == (
-        "backpack",)
 
 
 def test_domainnet10_keeps_the_ten_classes_and_reads_the_full_lists(tmp_path):
@@ -110,16 +106,6 @@ def test_domainnet10_keeps_the_ten_classes_and_reads_the_full_lists(tmp_path):
     _domainnet_lists(base, ("clipart", "sketch"), classes, per_class=2)
     listing = load_listing("domainnet10", root=str(tmp_path), domains=["clipart", "sketch"])
     assert _counts(listing.subset) == [20, 0, 20] and not any("aircraft" in p for p in listing.paths)
-
-
-def test_office_caltech10_including_images_subfolders(tmp_path):
-    base = tmp_path / "office_caltech_10"
-    _tree(base, ("caltech", "dslr", "webcam"), ("back_pack", "laptop_computer"))
-    _tree(base / "amazon", ("images",), ("back_pack", "laptop_computer"))  # Office-31 style amazon/images/<class>
-    listing = load_listing("office_caltech10", root=str(tmp_path))
-    assert listing.class_names == ("back pack", "laptop computer") and len(listing) == 16
-    assert listing.domain_names == ("amazon", "caltech", "dslr", "webcam")
-    assert all(p.startswith("amazon/images/") for p in np.array(listing.paths)[listing.domains == 0])
 
 
 def test_pacs_with_and_without_kfold_lists(tmp_path):
@@ -325,12 +311,12 @@ def test_datasets_without_domains_refuse_domains(tmp_path, name):
 
 
 def test_missing_and_unknown_domains(tmp_path):
-    _tree(tmp_path, ("amazon", "caltech", "dslr"), ("mug",))
-    with pytest.raises(DataError, match=r"domain folder .*webcam does not exist .* data.domains"):
-        load_listing("office_caltech10", root=str(tmp_path))
-    assert len(load_listing("office_caltech10", root=str(tmp_path), domains=["amazon", "dslr"])) == 4
-    with pytest.raises(DataError, match=r"unknown Office-Caltech10 domain\(s\) \['amazom'\]"):
-        load_listing("office_caltech10", root=str(tmp_path), domains=["amazom"])
+    _tree(tmp_path, OFFICE_HOME[:3], ("Mug",))
+    with pytest.raises(DataError, match=r"domain folder .*Real World does not exist .* data.domains"):
+        load_listing("office_home", root=str(tmp_path))
+    assert len(load_listing("office_home", root=str(tmp_path), domains=["Art", "Product"])) == 4
+    with pytest.raises(DataError, match=r"unknown Office-Home domain\(s\) \['Artt'\]"):
+        load_listing("office_home", root=str(tmp_path), domains=["Artt"])
 
 
 def test_classes_that_differ_between_domains(tmp_path):

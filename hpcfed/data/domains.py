@@ -1,5 +1,5 @@
-"""Multi-domain benchmarks: Office-Home, DomainNet (all 345 classes or the 10-class FedBN subset), Office-Caltech10
-and PACS, all laid out as `<base>/<domain>/<class>/<image>`.
+"""Multi-domain benchmarks: Office-Home, DomainNet (all 345 classes or the 10-class FedBN subset) and PACS, all
+laid out as `<base>/<domain>/<class>/<image>` (Office-Caltech10, read from two archives, is in office_caltech.py).
 
 `base` may be the given root or sit up to two folders below it (three through the dataset's own archive folders),
 because the archives unpack into their own folder (`OfficeHomeDataset_10072016/`, `PACS/pacs_data/pacs_data/`).
@@ -64,10 +64,6 @@ DOMAIN_DATASETS = {
         classes=("bird", "feather", "headphones", "ice_cream", "teapot", "tiger", "whale", "windmill",
                  "wine_glass", "zebra"),
         split_files=DOMAINNET_SPLITS, split_dirs=("", "splits"), archives=("DomainNet",)),
-    "office_caltech10": DomainSpec(
-        "Office-Caltech10", ("amazon", "caltech", "dslr", "webcam"),
-        "{amazon,caltech,dslr,webcam}/<class>/<image> (or <domain>/images/<class>/<image>)",
-        archives=("office_caltech_10",)),
     "pacs": DomainSpec(
         "PACS", ("art_painting", "cartoon", "photo", "sketch"),
         "pacs_data/{art_painting,cartoon,photo,sketch}/<class>/<image>, optionally pacs_label/"
