@@ -6,6 +6,10 @@ paths relative to the image folder) that fixes both the split and the class name
 `classnames.txt` (`<wnid> <name>`), its val set serving as the test set as in CoOp. `data.root` may be the
 folder holding all datasets (CoOp's $DATA) or the dataset's own folder.
 
+Today's downloads drift from DATASETS.md in two known ways, both accepted: EuroSAT_RGB.zip unpacks to
+`eurosat/EuroSAT_RGB/` (CoOp: `eurosat/2750/`), and Kaggle's Stanford Cars mirror nests each folder in itself
+(`cars_train/cars_train/00001.jpg`). A missing image folder is named, with any folder of a near name beside it.
+
 Prompt names follow CoOp: underscores become spaces (its prompt learner does that), EuroSAT's and Caltech101's
 folder names get CoOp's readable names when a split file still carries them, and Caltech101 has no
 BACKGROUND_Google or Faces_easy class.
@@ -13,7 +17,9 @@ BACKGROUND_Google or Faces_easy class.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,10 +51,18 @@ class CoopSpec:
     marker: str  # the file that identifies the dataset folder: the split json, or variants.txt / classnames.txt
     renames: dict[str, str] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
+    image_aliases: tuple[str, ...] = ()  # other names today's downloads give the image folder
+    # Folders the split file's paths start with, which a mirror may nest in themselves (cars_train/cars_train/)
+    nestable: tuple[str, ...] = ()
 
     @property
     def layout(self) -> str:
-        images = f"{self.folder}/{self.images}/" if self.images else f"{self.folder}/<images>"
+        if self.nestable:
+            images = f"{self.folder}/{{{','.join(self.nestable)}}}/"
+        elif self.images:
+            images = " or ".join(f"{self.folder}/{name}/" for name in (self.images, *self.image_aliases))
+        else:
+            images = f"{self.folder}/<images>"
         return f"{images} and {self.folder}/{self.marker} (CoOp's DATASETS.md)"
 
 
@@ -61,8 +75,10 @@ COOP_DATASETS = {
     "dtd": CoopSpec("DTD", "dtd", "images", "split_zhou_DescribableTextures.json"),
     "ucf101": CoopSpec("UCF101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json"),
     "sun397": CoopSpec("SUN397", "sun397", "SUN397", "split_zhou_SUN397.json"),
-    "stanford_cars": CoopSpec("StanfordCars", "stanford_cars", "", "split_zhou_StanfordCars.json"),
-    "eurosat": CoopSpec("EuroSAT", "eurosat", "2750", "split_zhou_EuroSAT.json", EUROSAT_NAMES),
+    "stanford_cars": CoopSpec("StanfordCars", "stanford_cars", "", "split_zhou_StanfordCars.json",
+                              nestable=("cars_train", "cars_test")),
+    "eurosat": CoopSpec("EuroSAT", "eurosat", "2750", "split_zhou_EuroSAT.json", EUROSAT_NAMES,
+                        image_aliases=("EuroSAT_RGB",)),
     "fgvc_aircraft": CoopSpec("FGVCAircraft", "fgvc_aircraft", "images", "variants.txt"),
     "imagenet": CoopSpec("ImageNet", "imagenet", "images", "classnames.txt"),
 }
@@ -75,18 +91,84 @@ def read_coop(name: str, root: str | Path | None, domains: list[str] | None = No
     base = need_root(root, spec.title, spec.layout)
     ds = base if (base / spec.marker).is_file() else base / spec.folder
     if not (ds / spec.marker).is_file():
-        raise DataError(f"{spec.title}: no {spec.marker} in {base} or {base / spec.folder}; expected {spec.layout}. "
-                        f"Set data.root to the folder holding {spec.folder}/ and add the file as CoOp's DATASETS.md "
-                        "describes")
-    images = ds / spec.images
-    if not images.is_dir():
-        raise DataError(f"{spec.title} image folder {images} does not exist; expected {spec.layout}")
+        near = _near_hint(base, (spec.folder,))
+        raise DataError(f"{spec.title}: no {spec.marker} in {base} or {base / spec.folder}{near}; expected "
+                        f"{spec.layout}. Set data.root to the folder holding {spec.folder}/ and add the file as "
+                        "CoOp's DATASETS.md describes")
+    images = _image_folder(ds, spec)
     reader = {"fgvc_aircraft": _aircraft, "imagenet": _imagenet}.get(name, _split_json)
     rows, keys, default_names = reader(ds, images, spec)
     # CoOp's prompt learner turns underscores into spaces for every dataset.
     names = (read_class_names(Path(class_names_file), keys) if class_names_file
              else [n.replace("_", " ") for n in default_names])
     return rows_to_listing(images, rows, names)
+
+
+def _image_folder(ds: Path, spec: CoopSpec) -> Path:
+    """The image folder under CoOp's name, else under a name today's download gives it. CoOp's name wins when
+    both exist: the split file is then checked against it, so an incomplete copy there is still refused."""
+    for name in (spec.images, *spec.image_aliases):
+        if (ds / name).is_dir():
+            return ds / name
+    raise _missing_folder(spec, ds, (spec.images, *spec.image_aliases))
+
+
+def _missing_folder(spec: CoopSpec, parent: Path, names: tuple[str, ...]) -> DataError:
+    looked = " or ".join(str(parent / name) for name in names)
+    hint = _near_hint(parent, names)
+    if not hint:
+        return DataError(f"{spec.title} image folder {looked} does not exist; expected {spec.layout}: put the "
+                         "images there as CoOp's DATASETS.md describes")
+    return DataError(f"{spec.title} image folder {looked} does not exist{hint}: if it holds the images "
+                     f"{spec.marker} names, rename it to {names[0]}; otherwise download the images as CoOp's "
+                     f"DATASETS.md describes (expected {spec.layout})")
+
+
+def _near_hint(parent: Path, names: tuple[str, ...]) -> str:
+    near = _near_names(parent, names)
+    return f", but {parent} has {', '.join(n + '/' for n in near)}, a near name" if near else ""
+
+
+def _near_names(parent: Path, names: tuple[str, ...]) -> list[str]:
+    """Sub-folders of `parent` whose name is close to one of `names` (case, '-', '_' aside): a download that
+    names the folder differently (UCF-101 for UCF-101-midframes, eurosat_rgb for EuroSAT_RGB)."""
+    if not parent.is_dir():
+        return []
+    wanted = [_plain(n) for n in names if n]
+    return [folder for folder in subdirs(parent) if folder not in names and any(
+        _close(_plain(folder), w) for w in wanted)]
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _close(a: str, b: str) -> bool:
+    shorter, longer = sorted((a, b), key=len)
+    contained = len(shorter) >= 4 and shorter in longer  # 'ucf101' in 'ucf101midframes'
+    return contained or difflib.SequenceMatcher(None, a, b).ratio() >= 0.8  # 'jpeg' for 'jpg'
+
+
+def _nested_folders(images: Path, spec: CoopSpec) -> dict[str, str]:
+    """Where each of `spec.nestable` really is, relative to the image folder: `cars_train` as CoOp has it, or
+    `cars_train/cars_train` as Kaggle's Stanford Cars mirror unpacks. Images at both levels are refused: it
+    cannot be told which copy the split file means."""
+    found = {}
+    for name in spec.nestable:
+        flat, nested = images / name, images / name / name
+        if not flat.is_dir():
+            raise _missing_folder(spec, images, (name,))
+        if nested.is_dir() and list_images(flat):
+            raise DataError(f"{spec.title}: both {flat} and {nested} hold images; keep one copy: move the images "
+                            f"of {nested} up into {flat} (CoOp's layout {spec.layout}) and delete {nested}")
+        found[name] = f"{name}/{name}" if nested.is_dir() else name
+    return found
+
+
+def _relocated(path: str, folders: dict[str, str]) -> str:
+    """A split-file path with its first folder where `_nested_folders` found it."""
+    head, sep, rest = path.partition("/")
+    return f"{folders[head]}/{rest}" if sep and head in folders else path
 
 
 def _split_json(ds: Path, images: Path, spec: CoopSpec) -> tuple[list[Row], list[str], list[str]]:
@@ -112,7 +194,9 @@ def _split_json(ds: Path, images: Path, spec: CoopSpec) -> tuple[list[Row], list
     if not kept:
         raise DataError(f"{path} lists no classes; download the CoOp split file again")
     relabel = {old: new for new, old in enumerate(kept)}  # identity unless an ignored class had to go
-    items = [it for it in items if it[2] in relabel]
+    folders = _nested_folders(images, spec)
+    items = [(subset, _relocated(impath, folders), label, cname) for subset, impath, label, cname in items
+             if label in relabel]
     require_files(images, (it[1] for it in items), path)
     keys = [raw[label] for label in kept]
     names = [spec.renames.get(k, k) for k in keys]
