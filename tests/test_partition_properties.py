@@ -361,11 +361,12 @@ def test_an_official_split_without_test_cuts_each_clients_test_from_its_own_trai
     assert fingerprint(splits) != fingerprint(make_splits(listing, cfg, 8, seed=1))
 
 
+@pytest.mark.parametrize("scheme", DOMAIN_SCHEMES)
 @pytest.mark.parametrize("moved_to,match", [
     (1, r"domain d1 has no test images in the official split \(its lists give train \d+, val \d+, test 0\)"),
     (2, r"domain d1 has no training images in the official split \(its lists give train 0, val 0, test 100\)"),
 ])
-def test_a_domain_without_test_or_training_images_is_named_before_any_draw(moved_to, match):
+def test_a_domain_without_test_or_training_images_is_named_before_any_draw(scheme, moved_to, match):
     labels, domains = np.arange(200) % 2, np.arange(200) // 100
     listing = make_listing(labels, domains, n_domains=2, kind="train_test")
     subset = listing.subset.copy()
@@ -373,7 +374,7 @@ def test_a_domain_without_test_or_training_images_is_named_before_any_draw(moved
     if moved_to == 1:
         subset[(domains == 1) & (np.arange(200) % 3 > 0)] = 0  # keep training images in d1
     with pytest.raises(SplitError, match=match):
-        make_splits(replace(listing, subset=subset), PartitionConfig(scheme="domain_dirichlet"), 2, seed=0)
+        make_splits(replace(listing, subset=subset), PartitionConfig(scheme=scheme), 2, seed=0)
 
 
 def test_failed_dirichlet_draws_name_the_requirement_that_failed():

@@ -40,7 +40,6 @@ def _dirichlet_pools(cand: Candidates, members: np.ndarray, n_pools: int, beta: 
     samples (§1.6b, §1.6c), so a client's test set follows its own label distribution. A draw is redone until
     every pool has `min_train` training candidates and, with a test split, a test sample. `where` names the
     samples in errors ("domain photo", "the data")."""
-    _require_train_and_test(cand, members, where)
     if cand.n_train(members) < n_pools * min_train:
         raise SplitError(f"{where} has {cand.n_train(members)} training samples, too few to give {n_pools} clients "
                          f"{min_train} each; use fewer clients or a smaller partition.min_samples")
@@ -69,22 +68,6 @@ def _dirichlet_pools(cand: Candidates, members: np.ndarray, n_pools: int, beta: 
     raise SplitError(f"{where}: no Dirichlet(beta={beta}) draw in 1000 gave every client a test sample "
                      f"({short_of_test} draws left a client without one; the official test split holds {n_test} "
                      f"images); raise partition.beta (less label skew) or use fewer clients")
-
-
-def _require_train_and_test(cand: Candidates, members: np.ndarray, where: str) -> None:
-    """An official split without training or test images fails here, with its counts, not after 1000 draws."""
-    if cand.subset is None:
-        return
-    counts = np.bincount(cand.subset[members], minlength=3)
-    given = f"its lists give train {counts[TRAIN]}, val {counts[VAL]}, test {counts[TEST]}"
-    if counts[TRAIN] == 0:
-        raise SplitError(f"{where} has no training images in the official split ({given}); check the split lists "
-                         "the dataset reader names in its notes (split_files), or remove them to cut each client's "
-                         "data by partition.val_fraction and test_fraction")
-    if not cand.has_test(members):
-        raise SplitError(f"{where} has no test images in the official split ({given}) while other domains have "
-                         "some; add the missing test list, or remove the lists to cut each client's data by "
-                         "partition.val_fraction and test_fraction")
 
 
 @PARTITIONERS.register("iid")
@@ -132,12 +115,30 @@ def _domain_client_counts(cand: Candidates, cfg: PartitionConfig, n_clients: int
     return counts.tolist()
 
 
+def _require_train_and_test(cand: Candidates, members: np.ndarray, where: str) -> None:
+    """A domain whose official split has no training or no test images fails here, with its counts, rather than
+    after 1000 Dirichlet draws or as one client's empty set."""
+    if cand.subset is None:
+        return
+    counts = np.bincount(cand.subset[members], minlength=3)
+    given = f"its lists give train {counts[TRAIN]}, val {counts[VAL]}, test {counts[TEST]}"
+    if counts[TRAIN] == 0:
+        raise SplitError(f"{where} has no training images in the official split ({given}); check the split lists "
+                         "the dataset reader names in its notes (split_files), or remove them to cut each client's "
+                         "data by partition.val_fraction and test_fraction")
+    if not cand.has_test(members):
+        raise SplitError(f"{where} has no test images in the official split ({given}) while other domains have "
+                         "some; add the missing test list, or remove the lists to cut each client's data by "
+                         "partition.val_fraction and test_fraction")
+
+
 def _per_domain(cand: Candidates, cfg: PartitionConfig, n_clients: int,
                 split: Callable[[np.ndarray, str, int], list[np.ndarray]]) -> Pools:
     """Feature shift (§1.6c): each domain's samples go to that domain's clients only, in domain order."""
     out = []
     for d, (name, k) in enumerate(zip(cand.domain_names, _domain_client_counts(cand, cfg, n_clients), strict=True)):
         members = cand.members[cand.domains[cand.members] == d]
+        _require_train_and_test(cand, members, f"domain {name}")
         out.extend((p, d) for p in split(members, name, k))
     return out
 
