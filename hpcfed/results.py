@@ -6,7 +6,8 @@ Layout (the contract between train, status and report):
   /splits                 written by `hpcfed split` (or train): attrs: split_hash, scheme, seed, listing_digest,
                           partitioner parameters; class_names, domain_names, client_domain [C],
                           clients/<i>/{train,val,test,...} index arrays into the dataset listing,
-                          label_counts/{train,val,test} [client, class], notes (e.g. corrupt_images)
+                          label_counts/{train,val,test} [client, class], notes (e.g. corrupt_images, test_list,
+                          official_labels)
   /metrics/client/<name>  [round, client] float64, NaN where not evaluated or not taking part
   /metrics/global/<name>  [round]
   /timing/<phase>         [round, rank] seconds
@@ -109,6 +110,8 @@ def write_splits(f: h5py.File, splits, split_hash: str, source_digest: str, clas
             notes_group.attrs[key] = value
         elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             notes_group.attrs.create(key, list(value), dtype=h5py.string_dtype())
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):  # e.g. official_labels
+            notes_group.attrs[key] = np.asarray(value, dtype=np.int64)
 
 
 def read_splits(f: h5py.File):

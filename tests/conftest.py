@@ -65,3 +65,39 @@ def run_mpi(n: int, args: list[str], timeout: float = 180, env: dict | None = No
     full_env.pop("SLURM_NTASKS", None)
     cmd = [str(MPIEXEC), "-n", str(n), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
+
+
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+PACS_LABELS = {"dog": 1, "elephant": 2, "giraffe": 3, "guitar": 4, "horse": 5, "house": 6, "person": 7}
+
+
+def pacs_file_name(domain: str, k: int) -> str:
+    """The real name patterns: photo/dog/056_0001.jpg, sketch/dog/n02103406_343-1.png, art and cartoon pic_NNN.jpg."""
+    if domain == "photo":
+        return f"{56 + k:03d}_{k + 1:04d}.jpg"
+    if domain == "sketch":
+        return f"n02103406_{343 + k}-1.png"
+    return f"pic_{225 + k:03d}.jpg"
+
+
+def make_pacs_tree(images: Path, lists: Path | None, classes=("dog", "elephant", "giraffe"), per_class: int = 4,
+                   n_val: int = 1) -> None:
+    """PACS as its archives hold it: <images>/<domain>/<class>/<file> (4x4 pixels) and, with `lists`, the kfold
+    lists in their line format '<domain>/<class>/<file> <label>' (labels 1..7): the last n_val images of a class
+    in <domain>_crossval_kfold.txt, the others in _train_kfold.txt, and _test_kfold.txt = train + crossval (the
+    whole domain)."""
+    rng = np.random.default_rng(0)
+    for domain in PACS_DOMAINS:
+        parts: dict[str, list[str]] = {"train": [], "crossval": []}
+        for cls in classes:
+            for k in range(per_class):
+                name = pacs_file_name(domain, k)
+                (images / domain / cls).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(images / domain / cls / name)
+                parts["crossval" if k >= per_class - n_val else "train"].append(
+                    f"{domain}/{cls}/{name} {PACS_LABELS[cls]}")
+        parts["test"] = parts["train"] + parts["crossval"]
+        if lists is not None:
+            lists.mkdir(parents=True, exist_ok=True)
+            for part, lines in parts.items():
+                (lists / f"{domain}_{part}_kfold.txt").write_text("\n".join(lines) + "\n")

@@ -27,8 +27,9 @@ DOMAIN_SCHEMES = ("domain", "domain_dirichlet")
 
 def make_listing(labels: np.ndarray, domains: np.ndarray | None = None, n_domains: int = 1, kind: str | None = None,
                  seed: int = 0, coarse: int = 0) -> Listing:
-    """An in-memory listing with fake paths. kind: None (no official split), 'train_test' or 'train_val_test':
-    a per-class official split (30% test, 15% val when present)."""
+    """An in-memory listing with fake paths. kind: None (no official split), 'train_test', 'train_val_test' or
+    'train_val' (PACS: its test lists hold the whole domain): a per-class official split (30% test, 15% val when
+    present)."""
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = int(labels.max()) + 1
     subset = None
@@ -37,7 +38,8 @@ def make_listing(labels: np.ndarray, domains: np.ndarray | None = None, n_domain
         subset = np.zeros(len(labels), dtype=np.int64)
         for c in range(n_classes):
             idx = g.permutation(np.flatnonzero(labels == c))
-            n_test, n_val = round(0.3 * len(idx)), round(0.15 * len(idx)) if kind == "train_val_test" else 0
+            n_test = round(0.3 * len(idx)) if "test" in kind else 0
+            n_val = round(0.15 * len(idx)) if "val" in kind else 0
             subset[idx[:n_test]], subset[idx[n_test:n_test + n_val]] = 2, 1
     notes = {"coarse_labels": (np.arange(n_classes) % coarse)[labels]} if coarse else {}
     return Listing(Path("/fake"), tuple(f"img{i:05d}.png" for i in range(len(labels))), labels,
@@ -54,7 +56,7 @@ def listings(draw, coarse: bool = False) -> Listing:
     labels = g.permutation(np.repeat(np.arange(n_classes), g.integers(14, 40, n_classes)))
     domains = np.arange(len(labels)) % n_domains  # every domain holds a share of every class
     domains = domains[g.permutation(len(labels))]
-    kind = draw(st.sampled_from([None, "train_test", "train_val_test"]))
+    kind = draw(st.sampled_from([None, "train_test", "train_val_test", "train_val"]))
     return make_listing(labels, domains, n_domains, kind, seed, coarse=draw(st.integers(2, 3)) if coarse else 0)
 
 
@@ -105,8 +107,8 @@ def check_invariants(listing: Listing, cfg: PartitionConfig, splits: Splits, n_c
         assert all(p.dtype == np.int64 and np.all(np.diff(p) > 0) for p in (c.train, c.val, c.test))
         assert np.array_equal(c.classes, np.unique(listing.labels[c.train]))
         if listing.subset is not None:
-            has_val = bool(np.any(listing.subset == 1))
-            assert np.all(listing.subset[c.train] == 0) and np.all(listing.subset[c.test] == 2)
+            has_val, has_test = bool(np.any(listing.subset == 1)), bool(np.any(listing.subset == 2))
+            assert np.all(listing.subset[c.train] == 0) and np.all(listing.subset[c.test] == (2 if has_test else 0))
             assert np.all(listing.subset[c.val] == (1 if has_val else 0))
         if cfg.scheme in DOMAIN_SCHEMES:
             assert np.all(listing.domains[np.concatenate([c.train, c.val, c.test])] == c.domain)
@@ -127,7 +129,7 @@ def check_base_novel(listing: Listing, splits: Splits) -> None:
         assert np.all(np.isin(c.test, splits.base_test))
     assert np.all(np.isin(listing.labels[splits.base_test], base))
     assert np.all(np.isin(listing.labels[splits.novel_test], novel))
-    if listing.subset is not None:  # every official test image of its half, none other
+    if listing.subset is not None and np.any(listing.subset == 2):  # every official test image of its half
         assert len(splits.base_test) + len(splits.novel_test) == np.count_nonzero(listing.subset == 2)
 
 
@@ -187,7 +189,8 @@ def test_label_dirichlet_test_set_follows_the_clients_train_distribution(listing
             share_train = np.count_nonzero(listing.labels[c.train] == cls) / n_train
             share_test = np.count_nonzero(listing.labels[c.test] == cls) / n_test
             assert abs(share_train - share_test) <= 1 / n_train + 1 / n_test + 1e-9
-        assert listing.subset is None or n_test == np.count_nonzero((listing.subset == 2) & (listing.labels == cls))
+        if listing.subset is not None and np.any(listing.subset == 2):  # else a seeded test cut from the train
+            assert n_test == np.count_nonzero((listing.subset == 2) & (listing.labels == cls))
     assert min(len(c.train) for c in splits.clients) >= 10
 
 
@@ -340,6 +343,50 @@ def test_client_without_test_images_is_refused():
     subset[labels == 1] = 0  # class 1 has no test images
     with pytest.raises(SplitError, match=r"client \d gets no test samples"):
         make_splits(replace(listing, subset=subset), PartitionConfig(scheme="disjoint_classes"), 2, seed=0)
+
+
+def test_an_official_split_without_test_cuts_each_clients_test_from_its_own_train():
+    """PACS: its test lists hold the whole domain, so the official split is train and val only; each client's test
+    is a seeded test_fraction of its own train, and its val stays the official one."""
+    labels, domains = np.arange(400) % 4, np.arange(400) // 100
+    listing = make_listing(labels, domains, n_domains=4, kind="train_val")
+    cfg = PartitionConfig(scheme="domain_dirichlet", clients_per_domain=2, beta=0.5)
+    splits = make_splits(listing, cfg, 8, seed=0)
+    for c in splits.clients:
+        assert len(c.train) >= cfg.min_samples and len(c.test) == max(1, round(0.3 * (len(c.train) + len(c.test))))
+        assert np.all(listing.subset[c.test] == 0) and np.all(listing.subset[c.val] == 1)
+        assert np.all(listing.domains[c.test] == c.domain)
+    assert sum(len(c.val) for c in splits.clients) == np.count_nonzero(listing.subset == 1)
+    assert fingerprint(splits) == fingerprint(make_splits(listing, cfg, 8, seed=0))
+    assert fingerprint(splits) != fingerprint(make_splits(listing, cfg, 8, seed=1))
+
+
+@pytest.mark.parametrize("scheme", DOMAIN_SCHEMES)
+@pytest.mark.parametrize("moved_to,match", [
+    (1, r"domain d1 has no test images in the official split \(its lists give train \d+, val \d+, test 0\)"),
+    (2, r"domain d1 has no training images in the official split \(its lists give train 0, val 0, test 100\)"),
+])
+def test_a_domain_without_test_or_training_images_is_named_before_any_draw(scheme, moved_to, match):
+    labels, domains = np.arange(200) % 2, np.arange(200) // 100
+    listing = make_listing(labels, domains, n_domains=2, kind="train_test")
+    subset = listing.subset.copy()
+    subset[(domains == 1) & (subset != moved_to)] = moved_to  # d1: test images become val, or everything test
+    if moved_to == 1:
+        subset[(domains == 1) & (np.arange(200) % 3 > 0)] = 0  # keep training images in d1
+    with pytest.raises(SplitError, match=match):
+        make_splits(replace(listing, subset=subset), PartitionConfig(scheme=scheme), 2, seed=0)
+
+
+def test_failed_dirichlet_draws_name_the_requirement_that_failed():
+    skewed = make_listing(np.arange(200) % 2)
+    with pytest.raises(SplitError, match=r"gave every client \d+ training samples .* lower partition.min_samples"):
+        make_splits(skewed, PartitionConfig(scheme="dirichlet", beta=0.01), 10, seed=0)
+    few_tests = make_listing(np.arange(600) % 2, kind="train_test")
+    subset = few_tests.subset.copy()
+    subset[subset == 2] = 0
+    subset[:2] = 2  # one test image per class
+    with pytest.raises(SplitError, match=r"gave every client a test sample .* official test split holds 2 images"):
+        make_splits(replace(few_tests, subset=subset), PartitionConfig(scheme="dirichlet", beta=5.0), 3, seed=0)
 
 
 @pytest.mark.parametrize("key,value", [("shots", -1), ("classes_per_client", 0), ("fine_alpha", 0),

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hpcfed.config import PartitionConfig
 from hpcfed.data.registry import DATASETS, load_listing
 from hpcfed.data.verify import verify_images
 from hpcfed.errors import DataError
+from hpcfed.split import make_splits
+
+from conftest import make_pacs_tree
 
 
 def _image(path: Path, seed: int = 0) -> str:
@@ -54,30 +59,93 @@ def test_office_home_from_the_archive_folder_or_its_parent(tmp_path):
     assert all(p.startswith("Real World/") for p in np.array(some.paths)[some.domains == 0])
 
 
-def _domainnet_lists(base: Path, domains, classes, per_class: int, extra: str = "") -> None:
-    """Official-style lists: image 0 of each class in <domain>_train.txt, the others in <domain>_test.txt."""
+# Official DomainNet labels: the rank of the name, lower-cased without its non-alphanumeric characters, among
+# the 345 class names (so 'The_Eiffel_Tower' comes after 'cell_phone'; Python's sorted() puts it first).
+DOMAINNET_LABELS = {"aircraft_carrier": 0, "airplane": 1, "bird": 31, "cello": 66, "cell_phone": 67, "feather": 110,
+                    "headphones": 140, "ice_cream": 156, "teapot": 302, "The_Eiffel_Tower": 308, "tiger": 311,
+                    "t-shirt": 327, "whale": 336, "windmill": 338, "wine_glass": 340, "zebra": 343}
+
+
+def _domainnet_name(domain: str, cls: str, k: int) -> str:
+    return f"{domain}_{DOMAINNET_LABELS[cls] + 1:03d}_{k + 1:06d}.jpg"  # e.g. clipart_001_000018.jpg
+
+
+def _domainnet_tree(base: Path, domains, classes, per_class: int) -> Path:
+    for d in domains:
+        for c in classes:
+            for k in range(per_class):
+                _image(base / d / c / _domainnet_name(d, c, k), k)
+    return base
+
+
+def _domainnet_lists(base: Path, domains, classes, per_class: int, extra: str = "", missing=()) -> None:
+    """Official-style lists, lines '<domain>/<class>/<file> <official label>': image 0 of each class in
+    <domain>_train.txt, the others in <domain>_test.txt. `missing`: (list file, class) pairs left out (the real
+    painting_train.txt has no t-shirt line)."""
     for d in domains:
         lines = {k: [] for k in ("train", "test")}
-        for ci, c in enumerate(classes):
+        for c in classes:
             for k in range(per_class):
-                lines["train" if k == 0 else "test"].append(f"{d}/{c}/{d}_{k:03d}.png {ci}")
+                part = "train" if k == 0 else "test"
+                if (f"{d}_{part}.txt", c) not in missing:
+                    lines[part].append(f"{d}/{c}/{_domainnet_name(d, c, k)} {DOMAINNET_LABELS[c]}")
         (base / f"{d}_train.txt").write_text("\n".join(lines["train"]) + "\n")
         (base / f"{d}_test.txt").write_text("\n".join(lines["test"]) + "\n" + extra)
 
 
 def test_domainnet_all_classes_with_official_splits(tmp_path):
     classes = ("aircraft_carrier", "bird", "The_Eiffel_Tower")
-    base = _tree(tmp_path / "domainnet", DOMAINNET, classes, per_class=3)
+    base = _domainnet_tree(tmp_path / "domainnet", DOMAINNET, classes, per_class=3)
     plain = load_listing("domainnet", root=str(tmp_path))
     assert plain.subset is None and len(plain) == 54 and plain.domain_names == DOMAINNET
     _domainnet_lists(base, DOMAINNET, classes, per_class=3)
     listing = load_listing("domainnet", root=str(base))
-    assert sorted(listing.class_names) == ["The Eiffel Tower", "aircraft carrier", "bird"]
+    assert listing.class_names == ("aircraft carrier", "bird", "The Eiffel Tower")
     assert len(listing) == 54 and _counts(listing.subset) == [18, 0, 36]
     assert len(listing.notes["split_files"]) == 12 and listing.notes["unlisted_images"] == 0
+    assert listing.notes["test_list"] == "held out" and listing.notes["official_labels"] == [0, 31, 308]
     _image(base / "real" / "bird" / "extra.png")
     with pytest.warns(UserWarning, match="1 DomainNet images .* are in no official split list"):
         assert len(load_listing("domainnet", root=str(base))) == 54
+
+
+def test_domainnet_classes_follow_the_official_labels_with_and_without_lists(tmp_path):
+    classes = ("zebra", "The_Eiffel_Tower", "cell_phone", "t-shirt", "cello", "tiger", "aircraft_carrier")
+    official = ("aircraft carrier", "cello", "cell phone", "The Eiffel Tower", "tiger", "t-shirt", "zebra")
+    base = _domainnet_tree(tmp_path / "DomainNet", ("clipart", "painting"), classes, per_class=2)
+    plain = load_listing("domainnet", root=str(tmp_path), domains=["clipart", "painting"])
+    assert plain.class_names == official and "official_labels" not in plain.notes
+    _domainnet_lists(base, ("clipart", "painting"), classes, per_class=2, missing={("painting_train.txt", "t-shirt")})
+    with pytest.warns(UserWarning, match="1 DomainNet images .* are in no official split list"):
+        listed = load_listing("domainnet", root=str(tmp_path), domains=["clipart", "painting"])
+    assert listed.class_names == official and listed.notes["official_labels"] == [0, 66, 67, 308, 311, 327, 343]
+    for listing in (plain, listed):
+        eiffel = listing.paths.index("clipart/The_Eiffel_Tower/clipart_309_000001.jpg")
+        assert listing.labels[eiffel] == 3 and listing.class_names[3] == "The Eiffel Tower"
+
+
+def test_official_labels_that_disagree_take_the_majority_with_one_warning(tmp_path):
+    classes = ("bird", "cello", "zebra")
+    base = _domainnet_tree(tmp_path / "DomainNet", ("clipart", "real"), classes, per_class=3)
+    _domainnet_lists(base, ("clipart", "real"), classes, per_class=3)
+    test = base / "real_test.txt"
+    test.write_text(test.read_text().replace("real_344_000002.jpg 343", "real_344_000002.jpg 0"))
+    with pytest.warns(UserWarning, match=r"1 line\(s\) .* e.g. .*real_test.txt:5 gives zebra/real_344_000002.jpg "
+                      r"label 0 where 5 lines give zebra label 343; the majority label is used"):
+        listing = load_listing("domainnet", root=str(tmp_path), domains=["clipart", "real"])
+    assert listing.class_names == ("bird", "cello", "zebra") and listing.notes["official_labels"] == [31, 66, 343]
+    assert listing.labels[listing.paths.index("real/zebra/real_344_000002.jpg")] == 2
+
+
+def test_two_class_folders_with_one_official_label_are_refused(tmp_path):
+    base = _domainnet_tree(tmp_path / "DomainNet", ("clipart",), ("bird", "cello"), per_class=2)
+    _domainnet_lists(base, ("clipart",), ("bird", "cello"), per_class=2)
+    for part in ("train", "test"):
+        lists = base / f"clipart_{part}.txt"
+        lists.write_text(lists.read_text().replace(" 66\n", " 31\n"))  # cello's lines say bird's label
+    with pytest.raises(DataError, match=r"label 31 to two class folders, 'bird' \(.*clipart_train.txt:1\) and "
+                       r"'cello' \(.*clipart_train.txt:2\); .* rename the folders"):
+        load_listing("domainnet", root=str(tmp_path), domains=["clipart"])
 
 
 def test_the_right_dataset_is_found_among_its_neighbours(tmp_path):
@@ -97,31 +165,70 @@ def test_a_class_name_file_overrides_the_prompt_names(tmp_path):
                                                                                        "American bulldog")
 
 
-def test_domainnet10_keeps_the_ten_classes_and_reads_the_full_lists(tmp_path):
-    classes = (*DOMAINNET10, "aircraft_carrier")
-    base = _tree(tmp_path / "DomainNet", ("clipart", "sketch"), classes, per_class=2)
+def test_domainnet10_keeps_the_ten_classes_in_official_order_and_reads_the_full_lists(tmp_path):
+    classes = (*reversed(DOMAINNET10), "aircraft_carrier")
+    base = _domainnet_tree(tmp_path / "DomainNet", ("clipart", "sketch"), classes, per_class=2)
     listing = load_listing("domainnet10", root=str(tmp_path), domains=["clipart", "sketch"])
-    assert len(listing.class_names) == 10 and "ice cream" in listing.class_names and "wine glass" in listing.class_names
-    assert len(listing) == 40 and listing.subset is None
+    readable = tuple(c.replace("_", " ") for c in DOMAINNET10)  # bird, feather, ..., zebra: the official order
+    assert listing.class_names == readable and len(listing) == 40 and listing.subset is None
     _domainnet_lists(base, ("clipart", "sketch"), classes, per_class=2)
     listing = load_listing("domainnet10", root=str(tmp_path), domains=["clipart", "sketch"])
     assert _counts(listing.subset) == [20, 0, 20] and not any("aircraft" in p for p in listing.paths)
+    assert listing.class_names == readable and _counts(listing.labels) == [4] * 10  # re-indexed 0..9, FedBN-style
+    assert listing.notes["official_labels"] == [DOMAINNET_LABELS[c] for c in DOMAINNET10]
+    assert listing.notes["official_labels"][0] == 31 and listing.notes["official_labels"][-1] == 343
 
 
-def test_pacs_with_and_without_kfold_lists(tmp_path):
-    data = _tree(tmp_path / "PACS" / "pacs_data" / "pacs_data", PACS, ("dog", "elephant"), per_class=3)
-    plain = load_listing("pacs", root=str(tmp_path / "PACS"))
-    assert plain.root == data and plain.subset is None and len(plain) == 24 and plain.class_names == ("dog", "elephant")
-    labels = tmp_path / "PACS" / "pacs_label"
-    labels.mkdir()
-    for d in PACS:
-        names = {c: [f"{d}/{c}/{d}_{k:03d}.png {ci + 1}" for k in range(3)] for ci, c in enumerate(("dog", "elephant"))}
-        (labels / f"{d}_train_kfold.txt").write_text("\n".join(n for c in names for n in names[c][:2]))
-        (labels / f"{d}_crossval_kfold.txt").write_text("\n".join(names[c][2] for c in names))
-        (labels / f"{d}_test_kfold.txt").write_text("\n".join(n for c in names for n in names[c]))  # whole domain
+# Where users have PACS (images, kfold lists), relative to $DATA.
+PACS_LAYOUTS = {"authors' archive": ("PACS/pacs_data/pacs_data", "PACS/pacs_label"),
+                "kfold variant": ("PACS/kfold", "PACS/pacs_label"),
+                "Dassl": ("pacs/images", "pacs/splits"),
+                "DomainBed": ("PACS", None)}
+
+
+@pytest.mark.parametrize("layout", sorted(PACS_LAYOUTS))
+def test_pacs_is_found_in_each_layout_users_have(tmp_path, layout):
+    images, lists = PACS_LAYOUTS[layout]
+    make_pacs_tree(tmp_path / images, lists and tmp_path / lists, per_class=3)
+    listing = load_listing("pacs", root=str(tmp_path))
+    assert listing.root == tmp_path / images and len(listing) == 36
+    assert listing.class_names == ("dog", "elephant", "giraffe") and listing.domain_names == PACS
+    if lists:
+        assert _counts(listing.subset) == [24, 12] and listing.notes["test_list"] == "whole domain"
+    else:
+        assert listing.subset is None and listing.notes == {}
+
+
+def test_pacs_kfold_lists_give_train_and_val_and_their_test_list_is_the_whole_domain(tmp_path):
+    make_pacs_tree(tmp_path / "PACS" / "pacs_data" / "pacs_data", tmp_path / "PACS" / "pacs_label")
     listing = load_listing("pacs", root=str(tmp_path / "PACS"), domains=["photo", "sketch"])
-    assert listing.domain_names == ("photo", "sketch") and len(listing) == 12
-    assert _counts(listing.subset) == [8, 4] and listing.notes["split_overlap"] == 12
+    assert listing.domain_names == ("photo", "sketch") and len(listing) == 24
+    assert _counts(listing.subset) == [18, 6] and listing.notes["test_list"] == "whole domain"
+    assert listing.notes["split_overlap"] == 0 and listing.notes["test_only_images"] == 0
+    assert listing.notes["official_labels"] == [1, 2, 3] and listing.notes["unlisted_images"] == 0
+    splits = make_splits(listing, PartitionConfig(scheme="domain_dirichlet", clients_per_domain=1), 2, seed=0)
+    assert all(len(c.train) and len(c.val) and len(c.test) for c in splits.clients)
+
+
+def test_pacs_odd_lines_warn_and_are_left_out_without_failing(tmp_path):
+    """Copies of the lists carry odd lines: an image labelled 0 instead of dog's 1, an image named by the test
+    list alone. Neither stops the reader; both are said."""
+    images, labels = tmp_path / "PACS" / "pacs_data" / "pacs_data", tmp_path / "PACS" / "pacs_label"
+    make_pacs_tree(images, labels)
+    train = labels / "art_painting_train_kfold.txt"
+    train.write_text(train.read_text().replace("art_painting/dog/pic_225.jpg 1", "art_painting/dog/pic_225.jpg 0"))
+    _image(images / "art_painting" / "dog" / "pic_999.jpg")
+    with (labels / "art_painting_test_kfold.txt").open("a") as test:
+        test.write("art_painting/dog/pic_999.jpg 1\n")
+    with pytest.warns(UserWarning) as caught:
+        listing = load_listing("pacs", root=str(tmp_path))
+    said = " | ".join(str(w.message) for w in caught)
+    assert re.search(r"art_painting_train_kfold.txt:1 gives dog/pic_225.jpg label 0 where \d+ lines give dog label 1",
+                     said), said
+    assert re.search(r"1 PACS image\(s\) .* named only by a test list that holds the whole domain .*pic_999", said)
+    assert listing.class_names == ("dog", "elephant", "giraffe") and listing.notes["official_labels"] == [1, 2, 3]
+    assert listing.labels[listing.paths.index("art_painting/dog/pic_225.jpg")] == 0
+    assert "art_painting/dog/pic_999.jpg" not in listing.paths and listing.notes["test_only_images"] == 1
 
 
 # ---------------------------------------------------------------- CoOp datasets
@@ -352,9 +459,9 @@ def test_split_files_that_name_missing_images(tmp_path):
     (ds / "images" / "banded" / "banded_1.jpg").unlink()
     with pytest.raises(DataError, match=r"split_zhou_DescribableTextures.json names 1 image\(s\) that do not exist"):
         load_listing("dtd", root=str(tmp_path))
-    base = _tree(tmp_path / "dn", DOMAINNET, ("bird",), per_class=2)
-    _domainnet_lists(base, DOMAINNET, ("bird",), per_class=2, extra="clipart/bird/clipart_999.png 0\n")
-    with pytest.raises(DataError, match=r"clipart_test.txt names 1 image\(s\) that do not exist .*bird/clipart_999"):
+    base = _domainnet_tree(tmp_path / "dn", DOMAINNET, ("bird",), per_class=2)
+    _domainnet_lists(base, DOMAINNET, ("bird",), per_class=2, extra="clipart/bird/clipart_032_000999.jpg 31\n")
+    with pytest.raises(DataError, match=r"clipart_test.txt names 1 image\(s\) that do not exist .*clipart_032_000999"):
         load_listing("domainnet", root=str(base))
     (base / "sketch_train.txt").unlink()
     (base / "sketch_test.txt").unlink()

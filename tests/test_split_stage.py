@@ -3,6 +3,7 @@
 import h5py
 import numpy as np
 import pytest
+from badinput import run_in_process
 from click.testing import CliRunner
 
 from hpcfed.cli import main
@@ -11,7 +12,7 @@ from hpcfed.data.imagefolder import read_imagefolder
 from hpcfed.results import open_run, read_splits
 from hpcfed.split import make_splits
 
-from conftest import HPCFED, make_image_tree, run_mpi, write_config
+from conftest import HPCFED, PACS_DOMAINS, PACS_LABELS, make_image_tree, make_pacs_tree, run_mpi, write_config
 
 
 @pytest.fixture
@@ -45,6 +46,28 @@ def test_split_refuses_to_replace_other_splits_without_overwrite(tmp_path, tree)
     other = runner.invoke(main, ["split", str(cfg), "-o", "seed=3"])
     assert other.exit_code == 2 and "do not match" in other.output and "--overwrite" in other.output
     assert runner.invoke(main, ["split", str(cfg), "-o", "seed=3", "--overwrite"]).exit_code == 0
+
+
+def test_split_of_pacs_with_its_official_lists_gives_every_client_train_val_and_test(tmp_path):
+    """The authors' archive (pacs_data/pacs_data + pacs_label, test list = train + crossval): crossval is each
+    client's val, its test is cut from its own train, and the command's table shows all three non-empty."""
+    make_pacs_tree(tmp_path / "PACS" / "pacs_data" / "pacs_data", tmp_path / "PACS" / "pacs_label",
+                   classes=tuple(PACS_LABELS), per_class=10, n_val=3)
+    cfg = write_config(tmp_path / "pacs.yaml", tmp_path, clients=8, **{"data.dataset": "pacs",
+                       "data.domains": list(PACS_DOMAINS), "partition.clients_per_domain": 2})
+    outcome = run_in_process(["split", str(cfg)], tmp_path)
+    assert outcome.code == 0 and outcome.exception is None, outcome.out + outcome.err
+    rows = [line.split() for line in outcome.out.splitlines()[2:]]  # client, domain, train, val, test, classes
+    assert [r[1] for r in rows] == [d for d in PACS_DOMAINS for _ in range(2)]
+    assert all(int(n) > 0 for r in rows for n in r[2:5]), outcome.out
+    with open_run(cfg.with_suffix(".h5")) as f:
+        stored = read_splits(f)
+        notes = f["splits/notes"].attrs
+        assert notes["test_list"] == "whole domain" and list(notes["official_labels"]) == list(range(1, 8))
+    assert len(stored.clients) == 8
+    for c in stored.clients:
+        assert len(c.train) and len(c.val) and len(c.test)
+        assert not set(c.train.tolist()) & set(c.test.tolist())
 
 
 @pytest.mark.mpi

@@ -4,10 +4,15 @@ laid out as `<base>/<domain>/<class>/<image>` (Office-Caltech10, read from two a
 `base` may be the given root or sit up to two folders below it (three through the dataset's own archive folders),
 because the archives unpack into their own folder (`OfficeHomeDataset_10072016/`, `PACS/pacs_data/pacs_data/`).
 Domain folders are matched ignoring case, spaces and underscores ("Real World" = "real_world"). Official split
-lists set `Listing.subset`: DomainNet's `<domain>_train.txt`/`_test.txt`, PACS's
+lists (hpcfed.data.splitlists) set `Listing.subset`: DomainNet's `<domain>_train.txt`/`_test.txt`, PACS's
 `<domain>_{train,crossval,test}_kfold.txt`. PACS's test list holds the whole domain (it is meant for
-leave-one-domain-out), so an image in two lists keeps the first of train, val, test, and
-`notes["split_overlap"]` counts such images. Images on disk that no list names are left out, with a warning.
+leave-one-domain-out): it is recognised as such (`notes["test_list"]`) and gives no test part, so each client's
+test set is cut from its train at split time. Images on disk that no list names are left out, with a warning.
+
+Class order: by the label column of the split lists where there are lists (`notes["official_labels"]` keeps each
+class's official label; DomainNet-10 re-indexes its 10 classes 0..9), else the dataset's own order: DomainNet's
+official order is its class names sorted lower-case with every non-alphanumeric character removed, the others
+sort their folder names.
 
 Folders are listed with hpcfed.data.folders (`subdirs`, `list_images`, `need_root`), as in every reader.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +30,7 @@ from hpcfed.data.folders import list_images, need_root, recording_skipped, subdi
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
+from hpcfed.data.splitlists import Assignment, ListLine, assign_subsets, official_labels, read_list
 from hpcfed.errors import DataError
 
 
@@ -36,6 +43,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def _domainnet_order(name: str) -> tuple[str, str]:
+    # DomainNet's official labels sort the names this way: 'The_Eiffel_Tower' (308) after 'cell_phone' (67).
+    return _norm(name), name
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     title: str
@@ -45,6 +57,7 @@ class DomainSpec:
     split_files: tuple[tuple[int, str], ...] = ()  # (subset, file name pattern with {domain}), in precedence order
     split_dirs: tuple[str, ...] = ("",)  # where split lists may sit, relative to base and its two parents
     archives: tuple[str, ...] = ()  # folder names the archive unpacks into: searched one level deeper
+    class_order: Callable[[str], object] = str  # sort key of the class folders when no list gives labels
 
 
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
@@ -57,20 +70,24 @@ DOMAIN_DATASETS = {
     "domainnet": DomainSpec(
         "DomainNet", DOMAINNET_DOMAINS,
         "{clipart,infograph,painting,quickdraw,real,sketch}/<class>/<image>, optionally <domain>_{train,test}.txt",
-        split_files=DOMAINNET_SPLITS, split_dirs=("", "splits"), archives=("DomainNet",)),
+        split_files=DOMAINNET_SPLITS, split_dirs=("", "splits"), archives=("DomainNet",),
+        class_order=_domainnet_order),
     "domainnet10": DomainSpec(
         "DomainNet-10", DOMAINNET_DOMAINS,
         "the DomainNet folders {clipart,...,sketch}/<class>/<image> with at least the 10 subset classes",
         classes=("bird", "feather", "headphones", "ice_cream", "teapot", "tiger", "whale", "windmill",
                  "wine_glass", "zebra"),
-        split_files=DOMAINNET_SPLITS, split_dirs=("", "splits"), archives=("DomainNet",)),
+        split_files=DOMAINNET_SPLITS, split_dirs=("", "splits"), archives=("DomainNet",),
+        class_order=_domainnet_order),
+    # The authors' PACS/pacs_data/pacs_data/ with PACS/pacs_label/, the kfold variant PACS/kfold/ with
+    # pacs_label/, Dassl's pacs/images/ with pacs/splits/, DomainBed's PACS/<domain>/ without lists.
     "pacs": DomainSpec(
         "PACS", ("art_painting", "cartoon", "photo", "sketch"),
-        "pacs_data/{art_painting,cartoon,photo,sketch}/<class>/<image>, optionally pacs_label/"
-        "<domain>_{train,crossval,test}_kfold.txt",
+        "pacs_data/{art_painting,cartoon,photo,sketch}/<class>/<image> (or kfold/, images/ or PACS/ itself), "
+        "optionally pacs_label/ or splits/ with <domain>_{train,crossval,test}_kfold.txt",
         split_files=((0, "{domain}_train_kfold.txt"), (1, "{domain}_crossval_kfold.txt"),
                      (2, "{domain}_test_kfold.txt")),
-        split_dirs=("", "pacs_label", "kfold"), archives=("PACS", "pacs_data", "kfold")),
+        split_dirs=("", "pacs_label", "kfold", "splits"), archives=("PACS", "pacs_data", "kfold", "images")),
 }
 
 
@@ -102,24 +119,6 @@ def _class_root(domain_dir: Path) -> Path:
     return domain_dir / "images" if subdirs(domain_dir) == ["images"] else domain_dir
 
 
-def _read_list(path: Path) -> list[tuple[int, str, str]]:
-    """(line number, class folder, file name) per line of an official split list `<dom>/<class>/<file> <label>`."""
-    out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        rel, *label = line.rsplit(None, 1)
-        if not label or not label[0].lstrip("-").isdigit():  # no label column: the whole line is the path
-            rel = line
-        parts = rel.replace("\\", "/").split("/")
-        if len(parts) < 3:
-            raise DataError(f"{path}:{lineno}: expected '<domain>/<class>/<image> <label>', got {line!r}; "
-                            "use the split list that came with the dataset")
-        out.append((lineno, parts[-2], parts[-1]))  # class and file: any prefix (absolute, kfold/) is ignored
-    return out
-
-
 def _split_lists(base: Path, spec: DomainSpec, canonical: str, folder: str) -> dict[int, Path]:
     found: dict[int, Path] = {}
     places = [a / s for a in (base, base.parent, base.parent.parent) for s in spec.split_dirs]
@@ -131,45 +130,20 @@ def _split_lists(base: Path, spec: DomainSpec, canonical: str, folder: str) -> d
     return found
 
 
-def _apply_lists(lists: dict[int, Path], on_disk: set[tuple[str, str]], only: set[str], class_root: Path
-                 ) -> tuple[dict[tuple[str, str], int], int]:
-    """Subset of each (class, file) the lists name, and how many were named twice. An image the lists name but
-    the disk lacks is an error; with `only`, lines of other classes are skipped (DomainNet-10 reads the full
-    DomainNet lists)."""
-    assigned: dict[tuple[str, str], int] = {}
-    overlap = 0
-    for subset, path in lists.items():  # in the spec's precedence order
-        missing = []
-        for lineno, cls, name in _read_list(path):
-            if only and cls not in only:
-                continue
-            if (cls, name) not in on_disk:
-                missing.append(f"{cls}/{name} (line {lineno})")
-            elif (cls, name) in assigned:
-                overlap += 1
-            else:
-                assigned[(cls, name)] = subset
-        if missing:
-            raise DataError(
-                f"{path} names {len(missing)} image(s) that do not exist under {class_root}, e.g. {missing[:3]}; "
-                "the images and the split list do not belong together: re-extract the domain or remove the list"
-            )
-    return assigned, overlap
-
-
-def _domain_rows(di: int, base: Path, class_root: Path, folders: list[str], lists: dict[int, Path],
-                 spec: DomainSpec) -> tuple[list[Row], int, int]:
-    """One domain's rows; with official lists only the images they name, plus overlap and unlisted counts."""
+def _domain_rows(di: int, base: Path, class_root: Path, folders: list[str], lists: dict[int, list[ListLine]],
+                 spec: DomainSpec) -> tuple[list[Row], Assignment | None, int]:
+    """One domain's rows; with official lists only the images they name, what the lists said, and how many
+    images on disk no list names."""
     prefix = class_root.relative_to(base).as_posix()
     names = {c: list_images(class_root / c) for c in folders}
     warn_empty([class_root / c for c in folders if not names[c]], base)
     if not lists:
-        return [(di, ci, f"{prefix}/{c}/{n}", -1) for ci, c in enumerate(folders) for n in names[c]], 0, 0
+        return [(di, ci, f"{prefix}/{c}/{n}", -1) for ci, c in enumerate(folders) for n in names[c]], None, 0
     on_disk = {(c, n) for c in folders for n in names[c]}
-    assigned, overlap = _apply_lists(lists, on_disk, set(spec.classes), class_root)
-    rows = [(di, ci, f"{prefix}/{c}/{n}", assigned[(c, n)]) for ci, c in enumerate(folders) for n in names[c]
-            if (c, n) in assigned]
-    return rows, overlap, len(on_disk) - len(assigned)
+    done = assign_subsets(lists, on_disk, set(spec.classes), class_root)
+    rows = [(di, ci, f"{prefix}/{c}/{n}", done.subset[(c, n)]) for ci, c in enumerate(folders) for n in names[c]
+            if (c, n) in done.subset]
+    return rows, done, len(on_disk) - len(done.subset) - len(done.test_only)
 
 
 def read_domain_dataset(name: str, root: str | Path | None, domains: list[str] | None = None,
@@ -197,22 +171,64 @@ def read_domain_dataset(name: str, root: str | Path | None, domains: list[str] |
         lack = [d for d, li in zip(chosen, lists, strict=True) if not li]
         raise DataError(f"{spec.title}: official split lists found for {have} but not for {lack} (looked in "
                         f"{base} and its parents); add the lists for {lack} or remove them all")
+    lines = [{subset: read_list(path) for subset, path in dom.items()} for dom in lists]
+    folders, labels = _class_order(folders, lines, spec)
     rows: list[Row] = []
-    overlap = unlisted = 0
-    for di, (class_root, dom_lists) in enumerate(zip(class_roots, lists, strict=True)):
-        dom_rows, dom_overlap, dom_unlisted = _domain_rows(di, base, class_root, folders, dom_lists, spec)
+    assignments: dict[str, Assignment] = {}
+    unlisted = 0
+    for di, (domain, class_root, dom_lines) in enumerate(zip(chosen, class_roots, lines, strict=True)):
+        dom_rows, done, dom_unlisted = _domain_rows(di, base, class_root, folders, dom_lines, spec)
         rows += dom_rows
-        overlap, unlisted = overlap + dom_overlap, unlisted + dom_unlisted
-    notes: dict = {}
-    if any(lists):
-        notes = {"split_files": [str(p) for li in lists for p in li.values()], "split_overlap": overlap,
-                 "unlisted_images": unlisted}
-        if unlisted:
-            warnings.warn(f"{unlisted} {spec.title} images under {base} are in no official split list and are left "
-                          "out; remove the lists to use every image", stacklevel=2)
+        unlisted += dom_unlisted
+        if done is not None:
+            assignments[domain] = done
+    notes = _list_notes(spec, base, lists, assignments, unlisted, labels)
     class_names = (read_class_names(Path(class_names_file), folders) if class_names_file
                    else [f.replace("_", " ") for f in folders])  # CoOp's rule: 'ice_cream' -> 'ice cream'
     return rows_to_listing(base, rows, class_names, tuple(chosen), notes)
+
+
+def _class_order(folders: list[str], lines: list[dict[int, list[ListLine]]], spec: DomainSpec
+                 ) -> tuple[list[str], list[int]]:
+    """The class folders in official order and, where the lists' lines carry labels, the official label of each
+    (-1: no line labels it). With labels the classes follow them, so indices match other code reading the same
+    lists; folders no line labels come last, in the dataset's own order."""
+    kept = set(folders)
+    labelled = official_labels([x for dom in lines for part in dom.values() for x in part if x.cls in kept])
+    ordered = sorted(folders, key=lambda c: (c not in labelled, labelled.get(c, 0), spec.class_order(c)))
+    return ordered, [labelled.get(c, -1) for c in ordered] if labelled else []
+
+
+def _list_notes(spec: DomainSpec, base: Path, lists: list[dict[int, Path]], assignments: dict[str, Assignment],
+                unlisted: int, labels: list[int]) -> dict:
+    """What the official lists said, stored with the splits; warnings for the images they leave out."""
+    if not assignments:
+        return {}
+    notes: dict = {"split_files": [str(p) for li in lists for p in li.values()],
+                   "split_overlap": sum(a.overlap for a in assignments.values()), "unlisted_images": unlisted}
+    if labels:
+        notes["official_labels"] = labels  # per class index, so that users can map back
+    test_lists = {d: a.test_list for d, a in assignments.items() if a.test_list}
+    if test_lists:
+        notes["test_list"] = _test_list_kind(test_lists)
+    test_only = [f"{d}/{x}" for d, a in assignments.items() for x in a.test_only]
+    notes["test_only_images"] = len(test_only)
+    if unlisted:
+        warnings.warn(f"{unlisted} {spec.title} images under {base} are in no official split list and are left "
+                      "out; remove the lists to use every image", stacklevel=3)
+    if test_only:
+        warnings.warn(f"{len(test_only)} {spec.title} image(s) under {base} are named only by a test list that holds "
+                      f"the whole domain (train + val), not by the train or val list, and are left out, e.g. "
+                      f"{test_only[:3]}; add them to a train or val list to use them", stacklevel=3)
+    return notes
+
+
+def _test_list_kind(test_lists: dict[str, str]) -> str:
+    """'whole domain' (PACS: the test list repeats train + val), 'held out' (DomainNet), or which domain is which."""
+    kinds = sorted(set(test_lists.values()))
+    if len(kinds) == 1:
+        return kinds[0]
+    return "; ".join(f"{k} for {[d for d, v in test_lists.items() if v == k]}" for k in kinds)
 
 
 def _common_classes(class_roots: list[Path], spec: DomainSpec) -> list[str]:

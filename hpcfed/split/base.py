@@ -81,6 +81,9 @@ class Candidates:
     class_names: tuple[str, ...]
     subset: np.ndarray | None  # [N] official (or seeded) split; None: cut each pool by fractions
     val_from_train: bool  # subset without a val part: each client's val is cut from its train
+    # subset without a test part (PACS: its test lists hold the whole domain): each client's test is cut from its
+    # train by test_fraction
+    test_from_train: bool
     notes: dict
 
     def strata(self, idx: np.ndarray) -> list[np.ndarray]:
@@ -93,8 +96,8 @@ class Candidates:
         return len(idx) if self.subset is None else int(np.count_nonzero(self.subset[idx] == TRAIN))
 
     def has_test(self, idx: np.ndarray) -> bool:
-        """Whether a pool gets a test sample (always, when pools are cut by fractions)."""
-        return self.subset is None or bool(np.any(self.subset[idx] == TEST))
+        """Whether a pool gets a test sample (always, when its test is cut by test_fraction)."""
+        return self.subset is None or self.test_from_train or bool(np.any(self.subset[idx] == TEST))
 
     def classes(self) -> np.ndarray:
         return np.unique(self.labels[self.members])
@@ -103,8 +106,6 @@ class Candidates:
         """Training candidates a pool needs so that `at_least` training samples remain after the val/test cut."""
         if self.subset is None:
             keep = 1 - cfg.val_fraction - cfg.test_fraction
-        elif self.val_from_train:
-            keep = 1 - cfg.val_fraction
         else:
-            return at_least
+            keep = 1 - cfg.val_fraction * self.val_from_train - cfg.test_fraction * self.test_from_train
         return int(np.ceil(at_least / keep))

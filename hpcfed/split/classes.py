@@ -3,6 +3,7 @@ map, k-shot sampling, and a seeded train/val/test cut for listings that have no 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -54,6 +55,17 @@ def seeded_subset(labels: np.ndarray, cfg: PartitionConfig, rng: np.random.Gener
         subset[idx[:n_test]] = TEST
         subset[idx[n_test:n_test + n_val]] = VAL
     return subset
+
+
+def seeded_test_from_train(labels: np.ndarray, subset: np.ndarray, cfg: PartitionConfig,
+                           rng: np.random.Generator) -> np.ndarray:
+    """An official split without a test part (PACS: its test lists hold the whole domain) with a per-class
+    test_fraction of its training images marked test, for the protocols that need a global test set."""
+    train = np.flatnonzero(subset == TRAIN)
+    cut = seeded_subset(labels[train], dataclasses.replace(cfg, val_fraction=0.0), rng)
+    marked = subset.copy()
+    marked[train[cut == TEST]] = TEST
+    return marked
 
 
 def few_shot(members: np.ndarray, labels: np.ndarray, subset: np.ndarray, shots: int,

@@ -2,9 +2,10 @@
 
 Order of work, all drawn from the run seed's PARTITION stream and never from the rank count:
 1. the candidates: base classes only for base-to-novel, the official split (or a seeded one where the protocol
-   needs a global test set), k shots per class;
+   needs a global test set and the dataset has none), k shots per class;
 2. the scheme's partitioner (hpcfed.split.schemes.PARTITIONERS) gives one pool per client;
-3. each pool is split into train/val/test: by the split where there is one, else by val/test fractions."""
+3. each pool is split into train/val/test: by the split where there is one, else by val/test fractions; a part
+   the official split lacks (val for CIFAR, test for PACS) is cut from the client's train by its fraction."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hpcfed.data.listing import Listing
 from hpcfed.errors import SplitError
 from hpcfed.rng import Stream, generator
 from hpcfed.split.base import TEST, TRAIN, VAL, Candidates, ClientSplit, PartitionConfig, Splits
-from hpcfed.split.classes import base_novel_classes, few_shot, seeded_subset
+from hpcfed.split.classes import base_novel_classes, few_shot, seeded_subset, seeded_test_from_train
 from hpcfed.split.schemes import NEEDS_SUBSET, PARTITIONERS
 
 __all__ = ["PARTITIONERS", "ClientSplit", "SplitError", "Splits", "make_splits"]
@@ -24,8 +25,11 @@ __all__ = ["PARTITIONERS", "ClientSplit", "SplitError", "Splits", "make_splits"]
 
 def _candidates(listing: Listing, cfg: PartitionConfig, base: np.ndarray, rng: np.random.Generator) -> Candidates:
     subset = listing.subset
-    if subset is None and (cfg.base_novel or cfg.shots > 0 or cfg.scheme in NEEDS_SUBSET):
+    needs_global_test = cfg.base_novel or cfg.shots > 0 or cfg.scheme in NEEDS_SUBSET
+    if subset is None and needs_global_test:
         subset = seeded_subset(listing.labels, cfg, rng)
+    elif subset is not None and needs_global_test and not np.any(subset == TEST):
+        subset = seeded_test_from_train(listing.labels, subset, cfg, rng)
     members = np.flatnonzero(np.isin(listing.labels, base)).astype(np.int64)
     if len(members) == 0:
         raise SplitError("the dataset listing has no samples to partition; check data.dataset and data.domains")
@@ -33,16 +37,18 @@ def _candidates(listing: Listing, cfg: PartitionConfig, base: np.ndarray, rng: n
         subset = np.asarray(subset, dtype=np.int64)
     if cfg.shots > 0:
         members, subset = few_shot(members, listing.labels, subset, cfg.shots, listing.class_names, rng)
-    val_from_train = subset is not None and not np.any(subset[members] == VAL)
+    official = subset is not None
     return Candidates(members, listing.labels, listing.domains, listing.domain_names, listing.class_names, subset,
-                      val_from_train, listing.notes)
+                      val_from_train=official and not np.any(subset[members] == VAL),
+                      test_from_train=official and not np.any(subset[members] == TEST), notes=listing.notes)
 
 
-def _cut(pool: np.ndarray, cfg: PartitionConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """No official split: a random test_fraction and val_fraction of the pool, the rest for training."""
+def _cut(pool: np.ndarray, test_fraction: float, val_fraction: float,
+         rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A random test_fraction (at least one sample, when asked for) and val_fraction of the pool; the rest trains."""
     shuffled = pool[rng.permutation(len(pool))]
-    n_test = max(1, round(cfg.test_fraction * len(pool)))
-    n_val = round(cfg.val_fraction * len(pool))
+    n_test = max(1, round(test_fraction * len(pool))) if test_fraction > 0 else 0
+    n_val = round(val_fraction * len(pool))
     test, val, train = np.split(shuffled, [n_test, n_test + n_val])
     return np.sort(train), np.sort(val), np.sort(test)
 
@@ -50,12 +56,15 @@ def _cut(pool: np.ndarray, cfg: PartitionConfig, rng: np.random.Generator) -> tu
 def _divide(pool: np.ndarray, cand: Candidates, cfg: PartitionConfig,
             rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     if cand.subset is None:
-        return _cut(pool, cfg, rng)
+        return _cut(pool, cfg.test_fraction, cfg.val_fraction, rng)
     train, val, test = (pool[cand.subset[pool] == s] for s in (TRAIN, VAL, TEST))
-    if cand.val_from_train:  # e.g. CIFAR: official train/test only, val comes out of the client's train
-        shuffled = train[rng.permutation(len(train))]
-        val, train = np.split(shuffled, [round(cfg.val_fraction * len(train))])
-    return np.sort(train), np.sort(val), np.sort(test)
+    if not (cand.val_from_train or cand.test_from_train):
+        return train, val, test
+    # A part the official split lacks comes out of the client's train: val for CIFAR (train/test only), test for
+    # PACS (its test lists hold the whole domain, for leave-one-domain-out).
+    train, cut_val, cut_test = _cut(train, cfg.test_fraction * cand.test_from_train,
+                                    cfg.val_fraction * cand.val_from_train, rng)
+    return train, cut_val if cand.val_from_train else val, cut_test if cand.test_from_train else test
 
 
 def _client(i: int, pool: np.ndarray, domain: int, cand: Candidates, cfg: PartitionConfig,

@@ -9,7 +9,7 @@ import numpy as np
 
 from hpcfed.errors import SplitError
 from hpcfed.registry import Registry
-from hpcfed.split.base import Candidates, PartitionConfig
+from hpcfed.split.base import TEST, TRAIN, VAL, Candidates, PartitionConfig
 from hpcfed.split.classes import disjoint_class_chunks
 
 Pools = list[tuple[np.ndarray, int]]
@@ -38,11 +38,13 @@ def _dirichlet_pools(cand: Candidates, members: np.ndarray, n_pools: int, beta: 
                      rng: np.random.Generator, where: str) -> list[np.ndarray]:
     """Label shift: per class, Dirichlet(beta) shares over pools, applied alike to the class's train, val and test
     samples (§1.6b, §1.6c), so a client's test set follows its own label distribution. A draw is redone until
-    every pool has `min_train` training candidates and, with a test split, a test sample."""
+    every pool has `min_train` training candidates and, with a test split, a test sample. `where` names the
+    samples in errors ("domain photo", "the data")."""
     if cand.n_train(members) < n_pools * min_train:
-        raise SplitError(f"{where}: {cand.n_train(members)} samples cannot give {n_pools} clients {min_train} each; "
-                         f"use fewer clients or a smaller partition.min_samples")
+        raise SplitError(f"{where} has {cand.n_train(members)} training samples, too few to give {n_pools} clients "
+                         f"{min_train} each; use fewer clients or a smaller partition.min_samples")
     labels = cand.labels
+    short_of_train = short_of_test = 0  # failed draws, by requirement, to name the one that failed
     for _ in range(1000):
         parts: list[list[np.ndarray]] = [[] for _ in range(n_pools)]
         for cls in np.unique(labels[members]):
@@ -53,10 +55,19 @@ def _dirichlet_pools(cand: Candidates, members: np.ndarray, n_pools: int, beta: 
                 for part, piece in zip(parts, np.split(idx, cuts), strict=True):
                     part.append(piece)
         pools = _join(parts)
-        if min(cand.n_train(p) for p in pools) >= min_train and all(cand.has_test(p) for p in pools):
+        enough_train = min(cand.n_train(p) for p in pools) >= min_train
+        every_test = all(cand.has_test(p) for p in pools)
+        if enough_train and every_test:
             return pools
-    raise SplitError(f"{where}: no Dirichlet(beta={beta}) draw in 1000 gave every client {min_train} training "
-                     f"samples and a test sample; raise partition.beta or lower partition.min_samples")
+        short_of_train, short_of_test = short_of_train + (not enough_train), short_of_test + (not every_test)
+    if short_of_train >= short_of_test:
+        raise SplitError(f"{where}: no Dirichlet(beta={beta}) draw in 1000 gave every client {min_train} training "
+                         f"samples ({short_of_train} draws left a client short); raise partition.beta (less label "
+                         f"skew), lower partition.min_samples or use fewer clients")
+    n_test = int(np.count_nonzero(cand.subset[members] == TEST))
+    raise SplitError(f"{where}: no Dirichlet(beta={beta}) draw in 1000 gave every client a test sample "
+                     f"({short_of_test} draws left a client without one; the official test split holds {n_test} "
+                     f"images); raise partition.beta (less label skew) or use fewer clients")
 
 
 @PARTITIONERS.register("iid")
@@ -69,7 +80,7 @@ def iid(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.G
 def dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng: np.random.Generator) -> Pools:
     """Label shift by Dirichlet(beta) with the min_samples rule (with an official split: as label_dirichlet)."""
     pools = _dirichlet_pools(cand, cand.members, n_clients, cfg.beta, cand.train_minimum(cfg, cfg.min_samples), rng,
-                             "dirichlet")
+                             "the data")
     return [(p, -1) for p in pools]
 
 
@@ -78,7 +89,7 @@ def label_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng:
     """§1.6b CIFAR-10: per-class Dirichlet(beta) shares split the official train AND test sets; 10 samples min."""
     at_least = max(cfg.min_samples, LABELDIR_MIN_SIZE)
     pools = _dirichlet_pools(cand, cand.members, n_clients, cfg.beta, cand.train_minimum(cfg, at_least), rng,
-                             "label_dirichlet")
+                             "the data")
     return [(p, -1) for p in pools]
 
 
@@ -104,12 +115,30 @@ def _domain_client_counts(cand: Candidates, cfg: PartitionConfig, n_clients: int
     return counts.tolist()
 
 
+def _require_train_and_test(cand: Candidates, members: np.ndarray, where: str) -> None:
+    """A domain whose official split has no training or no test images fails here, with its counts, rather than
+    after 1000 Dirichlet draws or as one client's empty set."""
+    if cand.subset is None:
+        return
+    counts = np.bincount(cand.subset[members], minlength=3)
+    given = f"its lists give train {counts[TRAIN]}, val {counts[VAL]}, test {counts[TEST]}"
+    if counts[TRAIN] == 0:
+        raise SplitError(f"{where} has no training images in the official split ({given}); check the split lists "
+                         "the dataset reader names in its notes (split_files), or remove them to cut each client's "
+                         "data by partition.val_fraction and test_fraction")
+    if not cand.has_test(members):
+        raise SplitError(f"{where} has no test images in the official split ({given}) while other domains have "
+                         "some; add the missing test list, or remove the lists to cut each client's data by "
+                         "partition.val_fraction and test_fraction")
+
+
 def _per_domain(cand: Candidates, cfg: PartitionConfig, n_clients: int,
                 split: Callable[[np.ndarray, str, int], list[np.ndarray]]) -> Pools:
     """Feature shift (§1.6c): each domain's samples go to that domain's clients only, in domain order."""
     out = []
     for d, (name, k) in enumerate(zip(cand.domain_names, _domain_client_counts(cand, cfg, n_clients), strict=True)):
         members = cand.members[cand.domains[cand.members] == d]
+        _require_train_and_test(cand, members, f"domain {name}")
         out.extend((p, d) for p in split(members, name, k))
     return out
 
