@@ -13,6 +13,9 @@ Layout (the contract between train, status and report):
   /timing/<phase>         [round, rank] seconds
   /comm/bytes             [round] bytes uploaded by participating clients (shared parameters, fp32)
   /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads include e.g. pFedMoAP's experts)
+  /update/dropped          [round, client] 0 contributed or not selected, 1 dropped before training, 2 after masking
+  /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: not selected)
+  /update/epsilon, /update/clip_norm  [round] privacy spent so far (at privacy.delta) and the clip norm used
   /final/{selected,last}/<name>      [client] at the round chosen on validation accuracy, and at the last
                                      evaluated round; /final/{selected,last}_round; /final/selection (how)
   /final/zeroshot/<name>             [client] CLIP zero-shot on the same splits before any training (round -1;
@@ -48,7 +51,11 @@ GLOBAL_METRICS = ("mean_test_accuracy", "mean_train_loss", "participants", "roun
 PHASES = ("train", "aggregate", "evaluate", "io")
 ERROR_BYTES = 4000
 TRAINING_GROUPS = ("env", "metrics", "final", "timing", "comm", "progress", "error", "error_rank")
-PER_ROUND_GROUPS = ("metrics/client", "metrics/global", "timing", "comm")  # each dataset in them: a row per round
+PER_ROUND_GROUPS = ("metrics/client", "metrics/global", "timing", "comm", "update")  # a row per round each
+# The shared update's record (hpcfed.update), made with the file (a SWMR writer cannot add datasets later):
+# per round and client, or per round.
+UPDATE_PER_CLIENT = {"dropped": ("i1", 0), "virtual_seconds": ("f8", np.nan)}
+UPDATE_PER_ROUND = {"epsilon": ("f8", np.nan), "clip_norm": ("f8", np.nan)}
 
 
 
@@ -206,6 +213,11 @@ class RunWriter:
         for direction in ("up", "down"):
             f.create_dataset(f"comm/bytes_{direction}", shape=(rounds, n_clients), maxshape=(None, n_clients),
                              dtype="i8", fillvalue=0)
+        for name, (dtype, fill) in UPDATE_PER_CLIENT.items():
+            f.create_dataset(f"update/{name}", shape=(rounds, n_clients), maxshape=(None, n_clients), dtype=dtype,
+                             fillvalue=fill)
+        for name, (dtype, fill) in UPDATE_PER_ROUND.items():
+            f.create_dataset(f"update/{name}", shape=(rounds,), maxshape=(None,), dtype=dtype, fillvalue=fill)
         f.create_dataset("progress/rounds_done", shape=(), dtype="i8", data=0)
         f.create_dataset("error", shape=(), dtype=h5py.string_dtype(length=ERROR_BYTES), data="")
         f.create_dataset("error_rank", shape=(), dtype="i8", data=-1)
@@ -248,7 +260,8 @@ class RunWriter:
         return cls(path, f)
 
     def write_round(self, r: int, client: dict[str, np.ndarray], global_: dict[str, float],
-                    timing: dict[str, np.ndarray], comm: dict[str, np.ndarray]) -> None:
+                    timing: dict[str, np.ndarray], comm: dict[str, np.ndarray],
+                    update: dict[str, np.ndarray | float] | None = None) -> None:
         f = self.file
         for name, values in client.items():
             f[f"metrics/client/{name}"][r] = values
@@ -259,6 +272,8 @@ class RunWriter:
         f["comm/bytes_up"][r] = comm["up"]
         f["comm/bytes_down"][r] = comm["down"]
         f["comm/bytes"][r] = int(comm["up"].sum())
+        for name, values in (update or {}).items():
+            f[f"update/{name}"][r] = values
         f["progress/rounds_done"][()] = r + 1
         f.flush()
 
@@ -296,7 +311,7 @@ class RunWriter:
 def _set_rounds(f: h5py.File, rounds: int) -> None:
     """Give every per-round dataset `rounds` rows (new rows hold the fill value)."""
     for group in PER_ROUND_GROUPS:
-        for name in f[group]:
+        for name in f[group] if group in f else ():  # /update is newer than some run files
             data = f[f"{group}/{name}"]
             if data.shape[0] == rounds:
                 continue

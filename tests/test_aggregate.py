@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+from hpcfed.config import Config
 from hpcfed.methods import METHODS
-from hpcfed.train.aggregate import Aggregation, weighted_average
+from hpcfed.train.aggregate import Aggregation
+from hpcfed.update import SharedUpdate
 
 
 class OneRank:
     """The part of the MPI runtime Aggregation uses, for one rank (the Allreduce of one rank is the identity)."""
+
+    is_server = False
 
     def shared_buffer(self, n):
         return np.zeros(n, dtype=np.float64)
@@ -23,7 +27,7 @@ class OneRank:
 
 class Host:
     def __init__(self, method):
-        self.method, self.loaded, self.global_shared = method, None, None
+        self.method, self.loaded, self.global_shared = method, None, torch.zeros(2)
 
     def shared_contribution(self, like=None):
         return self.loaded
@@ -31,7 +35,9 @@ class Host:
 
 def _average(method_name: str, clients: list[tuple[int, list[float]]]) -> torch.Tensor:
     host = Host(METHODS[method_name]())
-    aggregation = Aggregation(OneRank(), n_shared=2, n_published=0, n_clients=len(clients))
+    update = SharedUpdate(Config(clients=len(clients)), n_shared=2)
+    aggregation = Aggregation(OneRank(), update, update.plan(0, np.arange(len(clients))), n_published=0,
+                              n_clients=len(clients))
     for index, (n_train, values) in enumerate(clients):
         host.loaded = np.array(values, dtype=np.float64)
         aggregation.add(host, SimpleNamespace(index=index, split=SimpleNamespace(train=np.arange(n_train))))
@@ -50,8 +56,9 @@ def test_fedclip_averages_its_clients_with_equal_weights_as_its_official_server(
 
 
 def test_a_round_without_participants_keeps_the_global_state():
-    assert weighted_average(np.zeros(3)) is None
-    assert weighted_average(np.array([2.0, 4.0, 2.0])).dtype == torch.float32
+    update = SharedUpdate(Config(clients=2), n_shared=2)
+    assert update.step(torch.ones(2), np.zeros(3)) is None
+    assert update.step(torch.ones(2), np.array([2.0, 4.0, 2.0])).dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", METHODS.names())

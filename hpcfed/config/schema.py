@@ -16,6 +16,10 @@ import yaml
 from hpcfed.errors import ConfigError
 from hpcfed.options import option
 from hpcfed.split.base import PartitionConfig
+from hpcfed.update.dropout import DropoutConfig
+from hpcfed.update.privacy import PrivacyConfig
+from hpcfed.update.secagg import SecureAggregationConfig
+from hpcfed.update.server_opt import ServerConfig
 
 
 @dataclass
@@ -109,6 +113,11 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    # the shared update (hpcfed.update): server optimizer, privacy, secure aggregation, dropouts
+    server: ServerConfig = field(default_factory=ServerConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property

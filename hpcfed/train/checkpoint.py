@@ -2,6 +2,7 @@
 
     <run>.ckpt/round-000012/manifest.json   round, results rows, config digest and values, sha256 of every file
     <run>.ckpt/round-000012/global.pt       global shared state (+ published table), by the reference client rank
+    <run>.ckpt/round-000012/update.pt       the shared update's state (server optimizer, privacy), by rank 0
     <run>.ckpt/round-000012/client-00007.pt personal parameters, optimizer state, data RNG of client 7
 
 A checkpoint is written under `round-NNNNNN.tmp` and renamed only once the manifest is complete, so a crash
@@ -49,7 +50,7 @@ def _save(obj, path: Path) -> str:
 
 
 def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host, keep: int,
-         experiment: dict | None = None) -> Path:
+         experiment: dict | None = None, update=None) -> Path:
     """Collective: every rank writes its clients, rank 0 seals the checkpoint and prunes old ones. `experiment`:
     the config values `digest` is made from, kept to name what differs when a resume is refused."""
     final = root / f"round-{rounds_done:06d}"
@@ -59,6 +60,8 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
         tmp.mkdir(parents=True)
     rt.barrier()
     files = {}
+    if rt.is_server and update is not None:  # the same on every rank (hpcfed.update): rank 0 writes it
+        files["update.pt"] = _save(update.state_dict(), tmp / "update.pt")
     if host is not None:
         for index, state in host.client_states().items():
             name = f"client-{index:05d}.pt"
@@ -166,8 +169,13 @@ def find(root: Path, digest: str, n_clients: int, experiment: dict | None = None
     return None
 
 
-def load(path: Path, host) -> None:
-    """Restore the clients this rank hosts (any subset of the run's clients) and the global state."""
+def load(path: Path, host, update=None) -> None:
+    """Restore the clients this rank hosts (any subset of the run's clients), the global state and the shared
+    update's state (server optimizer moments, adaptive clip norm; on every rank, the server too)."""
+    if update is not None and (path / "update.pt").exists():
+        update.load_state_dict(_load_file(path / "update.pt"))
+    if host is None:
+        return
     host.set_global_state(_load_file(path / "global.pt"))
     for index in host.clients:
         host.set_client_state(index, _load_file(path / f"client-{index:05d}.pt"))

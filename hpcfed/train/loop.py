@@ -61,13 +61,16 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             round_start = time.perf_counter()
             timing = dict.fromkeys(PHASES, 0.0)
             selected = sample_clients(cfg.seed, r, cfg.clients, cfg.participation)
+            plan = setup.update.plan(r, selected)  # who trains and whose update reaches the sum
             metrics: dict[int, dict[str, float]] = {c: {} for c in my_clients}
 
             t = time.perf_counter()
-            aggregation = Aggregation(rt, setup.n_shared, setup.n_published, cfg.clients)
-            for c in sorted(set(my_clients) & set(selected.tolist())):
+            aggregation = Aggregation(rt, setup.update, plan, setup.n_published, cfg.clients)
+            contributes = set(plan.contributes.tolist())
+            for c in sorted(set(my_clients) & set(plan.trains.tolist())):
                 metrics[c]["train_loss"] = host.train(host.clients[c], r)
-                aggregation.add(host, host.clients[c])
+                if c in contributes:
+                    aggregation.add(host, host.clients[c])
             timing["train"] = time.perf_counter() - t
 
             for callback in callbacks:
@@ -87,10 +90,10 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
             gathered = rt.gather_to_server((metrics, timing))
             if recorder is not None:
-                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, selected),
-                               round_start)
+                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, plan.contributes),
+                               round_start, setup.update.record(plan))
             result.rounds_done = r + 1
-            if _round_boundary(cfg, rt, stop, host, r + 1):
+            if _round_boundary(cfg, rt, stop, host, setup.update, r + 1):
                 if writer is not None:
                     writer.close("interrupted")
                     sys.stdout.write(f"stopped by {stop.received or 'a signal on another rank'} after round {r + 1}"
@@ -121,14 +124,14 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
 
 def _bytes_moved(cfg: Config, payload: tuple[int, int], selected: np.ndarray) -> dict[str, np.ndarray]:
-    """Per client, the fp32 bytes a participant uploads and downloads this round (zero for the others)."""
+    """Per client, the fp32 bytes a contributing client uploads and downloads this round (zero for the others)."""
     up_floats, down_floats = payload
     comm = {"up": np.zeros(cfg.clients, dtype=np.int64), "down": np.zeros(cfg.clients, dtype=np.int64)}
     comm["up"][selected], comm["down"][selected] = 4 * up_floats, 4 * down_floats
     return comm
 
 
-def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, rounds_done: int) -> bool:
+def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, update, rounds_done: int) -> bool:
     """Checkpoint when due, asked to, or after the last round (a finished run can be extended with more
     rounds); True when a signal asked the job to stop (all ranks agree on it)."""
     last = rounds_done == cfg.rounds
@@ -136,5 +139,5 @@ def _round_boundary(cfg: Config, rt: Runtime, stop: StopRequest, host, rounds_do
     every = cfg.runtime.checkpoint_every
     if stopping or last or (every and rounds_done % every == 0):
         checkpoint.save(rt, checkpoint.checkpoint_root(cfg.output_path), rounds_done, rounds_done,
-                        cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep, cfg.experiment())
+                        cfg.experiment_digest(), host, cfg.runtime.checkpoint_keep, cfg.experiment(), update)
     return stopping

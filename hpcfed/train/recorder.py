@@ -43,7 +43,8 @@ class Recorder:
                          "training)\n")
         sys.stdout.flush()
 
-    def round(self, r: int, selected: np.ndarray, evaluate: bool, gathered: list, comm: dict, round_start: float):
+    def round(self, r: int, selected: np.ndarray, evaluate: bool, gathered: list, comm: dict, round_start: float,
+              update: dict | None = None):
         t = time.perf_counter()
         rows = {name: np.full(self.cfg.clients, np.nan) for name in CLIENT_METRICS}
         for rank_metrics, _ in gathered:
@@ -58,7 +59,7 @@ class Recorder:
                       "participants": len(selected), "round_seconds": round_seconds}
         timing_rows = {p: np.array([g[1][p] for g in gathered]) for p in PHASES}
         timing_rows["io"][SERVER] = time.perf_counter() - t
-        self.writer.write_round(r, rows, global_row, timing_rows, comm)
+        self.writer.write_round(r, rows, global_row, timing_rows, comm, update or {})
         if evaluate:
             self.evaluated[r] = rows
         elapsed = time.perf_counter() - self.started

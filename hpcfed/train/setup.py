@@ -30,6 +30,7 @@ from hpcfed.runtime import SERVER, Runtime, agree, place_clients
 from hpcfed.split import Splits, make_splits
 from hpcfed.train import checkpoint
 from hpcfed.train.checkpoint import Checkpoint
+from hpcfed.update import SharedUpdate
 
 RESUME_MODES = ("auto", "never")  # or the path of one checkpoint directory
 
@@ -313,6 +314,7 @@ class RunSetup:
     n_shared: int  # floats in the shared buffer
     n_published: int  # floats a client publishes per round (0: the method publishes nothing)
     payload: tuple[int, int]  # floats a participating client uploads and downloads per round
+    update: SharedUpdate  # what becomes of the clients' shared parameters each round (hpcfed.update)
 
 
 @contextmanager
@@ -358,6 +360,7 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
         layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) \
             if rt.is_reference else None
         n_shared, n_published, payload = world.bcast(layout, root=rt.reference_rank)
+        update = SharedUpdate(cfg, n_shared)
         env = collect_env(cfg, rt, placement)
         # auto without a checkpoint replaces a partial run
         replace = overwrite or (resume != "never" and start is None)
@@ -365,11 +368,11 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
         writer = agree(world, lambda: open_writer(cfg, rt, start, env, n_domains, replace, prepared.staged)
                        if rt.is_server else None)
         if start is not None:
-            agree(world, lambda: host is None or checkpoint.load(start.path, host))
+            agree(world, lambda: checkpoint.load(start.path, host, update))
             if rt.is_server:
                 sys.stdout.write(f"resuming {cfg.output_path} at round {start.round + 1} from {start.path}\n")
         return RunSetup(splits, placement, my_clients, host, writer, 0 if start is None else start.round, n_domains,
-                        zero_shot, n_shared, n_published, payload)
+                        zero_shot, n_shared, n_published, payload, update)
 
 
 def extract_only(cfg: Config, rt: Runtime, overwrite: bool = False) -> Path:
