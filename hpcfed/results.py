@@ -11,11 +11,13 @@ Layout (the contract between train, status and report):
   /metrics/client/<name>  [round, client] float64, NaN where not evaluated or not taking part
   /metrics/global/<name>  [round]
   /timing/<phase>         [round, rank] seconds
-  /comm/bytes             [round] bytes uploaded by participating clients (shared parameters, fp32)
+  /comm/bytes             [round] bytes uploaded by participating clients (shared parameters, fp32; with secure
+                          aggregation the masked integers and the protocol's keys and shares)
   /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads include e.g. pFedMoAP's experts)
   /update/dropped          [round, client] 0 contributed or not selected, 1 dropped before training, 2 after masking
   /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: not selected)
   /update/epsilon, /update/clip_norm  [round] privacy spent so far (at privacy.delta) and the clip norm used
+  /update/clipped_to_range  [round] values secure aggregation clipped to ±range, over all clients (-1: off)
   /final/{selected,last}/<name>      [client] at the round chosen on validation accuracy, and at the last
                                      evaluated round; /final/{selected,last}_round; /final/selection (how)
   /final/zeroshot/<name>             [client] CLIP zero-shot on the same splits before any training (round -1;
@@ -55,7 +57,7 @@ PER_ROUND_GROUPS = ("metrics/client", "metrics/global", "timing", "comm", "updat
 # The shared update's record (hpcfed.update), made with the file (a SWMR writer cannot add datasets later):
 # per round and client, or per round.
 UPDATE_PER_CLIENT = {"dropped": ("i1", 0), "virtual_seconds": ("f8", np.nan)}
-UPDATE_PER_ROUND = {"epsilon": ("f8", np.nan), "clip_norm": ("f8", np.nan)}
+UPDATE_PER_ROUND = {"epsilon": ("f8", np.nan), "clip_norm": ("f8", np.nan), "clipped_to_range": ("i8", -1)}
 
 
 

@@ -17,6 +17,7 @@ class Stream(IntEnum):
     CLIENT_DATA = 4
     CLIENT_TORCH = 5
     CLIENT_AUGMENT = 6  # crops and flips, per (client, round, epoch): nothing to checkpoint
+    PAIR_MASK = 7  # secure aggregation's mask of a client pair, per (round, lower client, higher client)
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:

@@ -110,6 +110,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"the config file is not a mapping of keys (it holds {tree!r:.60})",
                           "write key: value lines")
     refuse_non_finite(tree, "", f"in {path}")
+    tree = _expand_switches(tree)  # per file, so that a base file's keys of the section survive the overlay
     check_sections(tree, f" in {path}")
     base = tree.get("base")
     if base is not None and not (isinstance(base, str) and base.strip()):
@@ -166,9 +167,18 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str], origins: dict[st
     return tree
 
 
+# Sections that may be given as a bare switch: `secure_aggregation: true` is {enabled: true}.
+SWITCH_SECTIONS = ("secure_aggregation",)
+
+
+def _expand_switches(tree: dict[str, Any]) -> dict[str, Any]:
+    return {key: {"enabled": value} if key in SWITCH_SECTIONS and isinstance(value, bool) else value
+            for key, value in tree.items()}
+
+
 def _lift_method_options(tree: dict[str, Any]) -> dict[str, Any]:
-    """`method: pfedmma` or `method: {name: pfedmma, alpha: 0.01}` -> {name, options}."""
-    tree = dict(tree)
+    """`method: pfedmma` or `method: {name: pfedmma, alpha: 0.01}` -> {name, options}; switches expanded."""
+    tree = _expand_switches(tree)
     method = tree.get("method")
     if isinstance(method, str):
         tree["method"] = {"name": method}

@@ -112,7 +112,8 @@ class Runtime:
         return np.zeros(n, dtype=np.float64)
 
     def allreduce_shared(self, buffer) -> None:
-        """Sum `buffer` over all ranks in place: weighted shared parameters plus the weight total."""
+        """Sum `buffer` over all ranks in place: weighted shared parameters plus the weight total. Any numeric
+        dtype: unsigned integers wrap modulo 2^k (what masked sums rely on)."""
         from mpi4py import MPI
 
         self._wait(self.shared_comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM))

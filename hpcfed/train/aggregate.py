@@ -24,6 +24,7 @@ class Aggregation:
     def __init__(self, rt: Runtime, update: SharedUpdate, plan: RoundPlan, n_published: int, n_clients: int):
         self.rt, self.update, self.plan = rt, update, plan
         self.buffer = rt.shared_buffer(update.buffer_size)  # weighted shared deltas, the weight total, stage slots
+        self.accumulator = update.accumulator(plan, self.buffer)  # client rows: added, or masked (secure aggregation)
         self.published = np.zeros((n_clients, n_published + 1), dtype=np.float32) if n_published else None
 
     def add(self, host, client) -> None:
@@ -32,7 +33,7 @@ class Aggregation:
             trained = torch.as_tensor(host.shared_contribution(like=self.buffer))
             delta = trained - host.global_shared.to(trained.device, torch.float64)
             weight = host.method.aggregation_weight(len(client.split.train))
-            torch.as_tensor(self.buffer).add_(self.update.contribution(self.plan, client.index, delta, weight))
+            self.accumulator.add(client.index, self.update.contribution(self.plan, client.index, delta, weight))
         if self.published is not None:
             self.published[client.index, :-1] = host.published_contribution(client)
             self.published[client.index, -1] = 1.0  # marks the row as fresh this round
@@ -40,7 +41,7 @@ class Aggregation:
     def allreduce_and_apply(self, host) -> None:
         """Sum over all ranks and give every client host the new global state (rank 0 has no host)."""
         if self.update.n_shared > 0:
-            self.update.allreduce(self.rt, self.plan, self.buffer)
+            self.update.allreduce(self.rt, self.plan, self.accumulator)
             if host is not None:
                 new_global = self.update.step(host.global_shared, self.buffer)
                 if new_global is not None:

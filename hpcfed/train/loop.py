@@ -21,6 +21,7 @@ from hpcfed.train.aggregate import Aggregation
 from hpcfed.train.checkpoint import EXIT_CHECKPOINTED
 from hpcfed.train.recorder import Recorder, is_eval_round
 from hpcfed.train.setup import set_up
+from hpcfed.update import RoundPlan, SharedUpdate
 
 
 @dataclass
@@ -90,7 +91,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
             gathered = rt.gather_to_server((metrics, timing))
             if recorder is not None:
-                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, plan.contributes),
+                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, plan, setup.update),
                                round_start, setup.update.record(plan))
             result.rounds_done = r + 1
             if _round_boundary(cfg, rt, stop, host, setup.update, r + 1):
@@ -123,11 +124,13 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     return result
 
 
-def _bytes_moved(cfg: Config, payload: tuple[int, int], selected: np.ndarray) -> dict[str, np.ndarray]:
-    """Per client, the fp32 bytes a contributing client uploads and downloads this round (zero for the others)."""
+def _bytes_moved(cfg: Config, payload: tuple[int, int], plan: RoundPlan, update: SharedUpdate
+                 ) -> dict[str, np.ndarray]:
+    """Per client, the bytes uploaded this round (the shared update's: fp32, or masked integers with the secure
+    aggregation overheads) and the fp32 bytes a contributing client downloads (zero for the others)."""
     up_floats, down_floats = payload
-    comm = {"up": np.zeros(cfg.clients, dtype=np.int64), "down": np.zeros(cfg.clients, dtype=np.int64)}
-    comm["up"][selected], comm["down"][selected] = 4 * up_floats, 4 * down_floats
+    comm = {"up": update.upload_bytes(plan, up_floats), "down": np.zeros(cfg.clients, dtype=np.int64)}
+    comm["down"][plan.contributes] = 4 * down_floats
     return comm
 
 

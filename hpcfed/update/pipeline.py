@@ -48,11 +48,16 @@ class SharedUpdate:
         delta, weight, extra = self.privacy.client(plan, client, delta, weight)
         return torch.cat([delta * weight, delta.new_tensor([weight]), extra.to(delta)])
 
-    def allreduce(self, rt, plan: RoundPlan, buffer) -> None:
-        """Sum `buffer` over all ranks in place; rank 0 first adds its own part (noise) into its zeros."""
+    def accumulator(self, plan: RoundPlan, buffer):
+        """Where this round's client rows go (`.add(client, row)`) before the sum lands in `buffer`: added into
+        it, or (secure aggregation) encoded and masked into integers."""
+        return self.secagg.accumulator(plan, buffer)
+
+    def allreduce(self, rt, plan: RoundPlan, accumulator) -> None:
+        """Sum over all ranks into `accumulator.buffer`; rank 0 first adds its own part (noise) into its zeros."""
         if rt.is_server:
-            self.privacy.server(plan, torch.as_tensor(buffer), self.n_shared)
-        self.secagg.allreduce(rt, plan, buffer, self.n_shared)
+            self.privacy.server(plan, torch.as_tensor(accumulator.buffer), self.n_shared)
+        self.secagg.allreduce(rt, plan, accumulator)
 
     def step(self, global_shared: torch.Tensor, summed) -> torch.Tensor | None:
         """The new global state from the summed buffer (float32 on the CPU); None when nobody contributed."""
@@ -66,9 +71,13 @@ class SharedUpdate:
         """Stage state that depends on the sum (adaptive clip norm); every rank, after `step`."""
         self.privacy.after_round(plan, torch.as_tensor(summed), self.n_shared)
 
+    def upload_bytes(self, plan: RoundPlan, plain_floats: int) -> np.ndarray:
+        """Per client, the bytes it uploads this round (`plain_floats` fp32 values without secure aggregation)."""
+        return self.secagg.upload_bytes(plan, plain_floats, self.buffer_size)
+
     def record(self, plan: RoundPlan) -> dict[str, np.ndarray | float]:
         """This round's /update rows for the run file (rank 0 writes them)."""
-        return {**self.dropout.record(plan), **self.privacy.record(plan)}
+        return {**self.dropout.record(plan), **self.privacy.record(plan), **self.secagg.record(plan)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "privacy": self.privacy.state_dict()}
