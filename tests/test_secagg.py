@@ -1,9 +1,13 @@
-"""Simulated secure aggregation (hpcfed/update/secagg.py) without MPI: the masks cancel bit for bit in the
+"""Simulated secure aggregation (hpcfed/update/secagg.py): without MPI, the masks cancel bit for bit in the
 integer sum, a masked row on its own looks uniform, a client lost after masking is recovered, and a modulus the
-sum could overflow is refused before any training."""
+sum could overflow is refused before any training; under one mpiexec launch, masked and unmasked runs agree."""
 
+import json
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -16,6 +20,9 @@ from hpcfed.train.aggregate import Aggregation
 from hpcfed.update import RoundPlan, SharedUpdate
 from hpcfed.update.secagg import FixedPoint, SecureAggregation, SecureAggregationConfig, check_headroom, pair_mask
 
+from conftest import run_mpi, write_config
+
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
 N_CLIENTS = 7
 LENGTH = 600
 
@@ -194,3 +201,34 @@ def test_secure_aggregation_true_is_short_for_enabled_in_files_bases_and_overrid
     assert Config().secure_aggregation.enabled is False
     with pytest.raises(ConfigError, match="secure_aggregation"):
         parse_config({"secure_aggregation": "yes"})
+
+
+@pytest.mark.mpi
+def test_masked_and_unmasked_runs_aggregate_bitwise_alike_under_mpi_with_a_client_lost_after_masking(
+        tmp_path, image_tree):
+    """One launch, two runs (tests/mpi_scripts/secagg_runs.py); client 1's masked row is lost in round 1."""
+    configs = {name: write_config(tmp_path / f"{name}.yaml", image_tree, rounds=2, participation=1.0,
+                                  secure_aggregation=True) for name in ("masked", "unmasked")}
+    out = tmp_path / "seen.json"
+    done = run_mpi(3, [sys.executable, str(SCRIPTS / "secagg_runs.py"), str(out), *map(str, configs.values())])
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = {(r["run"], r["round"], r["rank"]): r["digest"] for r in json.loads(out.read_text())}
+    for run in configs:
+        for rnd in range(2):  # both client ranks hold the same global state after each Allreduce
+            assert state[run, rnd, 1] == state[run, rnd, 2], (run, rnd)
+    # The masks cancel in the integer sum across ranks, also after the recovery of the lost client's masks.
+    for rnd in range(2):
+        assert state["masked", rnd, 1] == state["unmasked", rnd, 1], rnd
+    assert state["masked", 0, 1] != state["masked", 1, 1]  # and the rounds did move the global state
+    with h5py.File(configs["masked"].with_suffix(".h5"), "r") as masked, \
+            h5py.File(configs["unmasked"].with_suffix(".h5"), "r") as unmasked:
+        for name in masked["metrics/client"]:
+            np.testing.assert_array_equal(masked[f"metrics/client/{name}"][:],
+                                          unmasked[f"metrics/client/{name}"][:])
+        np.testing.assert_array_equal(masked["update/clipped_to_range"][:], [0, 0])  # -1 would mean off
+        # The lost client sent its key and shares but no row; the others their row in 64-bit integers too.
+        up = masked["comm/bytes_up"][:]
+        assert up[1, 1] == 32 + 3 * 32
+        n_shared = 3168  # hpcfed-tiny with pfedmma; the row adds the weight and the clipped count
+        assert (up[1, [0, 2, 3]] == 32 + 3 * 32 + 8 * (n_shared + 2) + 32).all()
+        assert (up[0] == 32 + 3 * 32 + 8 * (n_shared + 2)).all()
