@@ -14,7 +14,7 @@ Layout (the contract between train, status and report):
   /comm/bytes             [round] bytes uploaded by participating clients (shared parameters, fp32)
   /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads include e.g. pFedMoAP's experts)
   /update/dropped          [round, client] 0 contributed or not selected, 1 dropped before training, 2 after masking
-  /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: not selected)
+  /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: did not train)
   /update/epsilon, /update/clip_norm  [round] privacy spent so far (at privacy.delta) and the clip norm used
   /final/{selected,last}/<name>      [client] at the round chosen on validation accuracy, and at the last
                                      evaluated round; /final/{selected,last}_round; /final/selection (how)

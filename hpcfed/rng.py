@@ -5,11 +5,12 @@ initialisation are the same whether the job runs on 3 ranks or 11."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 import numpy as np
 
 
+@unique  # two purposes on one number would share their random numbers
 class Stream(IntEnum):
     PARTITION = 1
     INIT = 2
@@ -17,6 +18,8 @@ class Stream(IntEnum):
     CLIENT_DATA = 4
     CLIENT_TORCH = 5
     CLIENT_AUGMENT = 6  # crops and flips, per (client, round, epoch): nothing to checkpoint
+    DROPOUT = 7  # who drops out and the clock's jitter, per round (hpcfed.update.dropout)
+    CLIENT_SPEED = 8  # every client's speed, drawn once for the run
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:

@@ -16,6 +16,7 @@ from hpcfed.methods import METHODS
 from hpcfed.models import check_model
 from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
+from hpcfed.update.dropout import check_dropout
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -40,6 +41,7 @@ def problems(c: Config, check_weights: bool = True, check_data: bool = False) ->
                                               _check_scheme, _check_dataset, _check_method_options]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
     checks.append(check_output)
+    checks.append(lambda c: check_dropout(c.dropout))
     if check_data:
         checks.append(check_data_present)
     found = []

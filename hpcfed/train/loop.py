@@ -21,6 +21,7 @@ from hpcfed.train.aggregate import Aggregation
 from hpcfed.train.checkpoint import EXIT_CHECKPOINTED
 from hpcfed.train.recorder import Recorder, is_eval_round
 from hpcfed.train.setup import set_up
+from hpcfed.update import RoundPlan
 
 
 @dataclass
@@ -90,7 +91,7 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
             gathered = rt.gather_to_server((metrics, timing))
             if recorder is not None:
-                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, plan.contributes),
+                recorder.round(r, selected, evaluate, gathered, _bytes_moved(cfg, setup.payload, plan),
                                round_start, setup.update.record(plan))
             result.rounds_done = r + 1
             if _round_boundary(cfg, rt, stop, host, setup.update, r + 1):
@@ -123,11 +124,13 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     return result
 
 
-def _bytes_moved(cfg: Config, payload: tuple[int, int], selected: np.ndarray) -> dict[str, np.ndarray]:
-    """Per client, the fp32 bytes a contributing client uploads and downloads this round (zero for the others)."""
+def _bytes_moved(cfg: Config, payload: tuple[int, int], plan: RoundPlan) -> dict[str, np.ndarray]:
+    """Per client, the fp32 bytes it moved this round: every client that trained downloaded the global state first
+    (a late one too); only those whose update reached the sum upload (a late upload is cut off at the deadline).
+    A client that dropped out before training moved nothing."""
     up_floats, down_floats = payload
     comm = {"up": np.zeros(cfg.clients, dtype=np.int64), "down": np.zeros(cfg.clients, dtype=np.int64)}
-    comm["up"][selected], comm["down"][selected] = 4 * up_floats, 4 * down_floats
+    comm["up"][plan.contributes], comm["down"][plan.trains] = 4 * up_floats, 4 * down_floats
     return comm
 
 
