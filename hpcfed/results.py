@@ -11,11 +11,12 @@ Layout (the contract between train, status and report):
   /metrics/client/<name>  [round, client] float64, NaN where not evaluated or not taking part
   /metrics/global/<name>  [round]
   /timing/<phase>         [round, rank] seconds
-  /comm/bytes             [round] bytes uploaded by participating clients (shared parameters, fp32; with secure
-                          aggregation the masked integers and the protocol's keys and shares)
-  /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads include e.g. pFedMoAP's experts)
+  /comm/bytes             [round] bytes uploaded by the clients whose update reached the sum (shared, fp32; with
+                          secure aggregation the masked integers and the protocol's keys and shares)
+  /comm/bytes_up, /comm/bytes_down  [round, client] per client (downloads: every client that trained, a late one
+                          too; they include e.g. pFedMoAP's experts)
   /update/dropped          [round, client] 0 contributed or not selected, 1 dropped before training, 2 after masking
-  /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: not selected)
+  /update/virtual_seconds  [round, client] the client's time on the virtual clock (nan: did not train)
   /update/epsilon, /update/clip_norm  [round] privacy spent so far (at privacy.delta) and the clip norm used
   /update/clipped_to_range  [round] values secure aggregation clipped to ±range, over all clients (-1: off)
   /final/{selected,last}/<name>      [client] at the round chosen on validation accuracy, and at the last

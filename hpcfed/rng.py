@@ -5,11 +5,12 @@ initialisation are the same whether the job runs on 3 ranks or 11."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 import numpy as np
 
 
+@unique  # two purposes on one number would share their random numbers
 class Stream(IntEnum):
     PARTITION = 1
     INIT = 2
@@ -18,6 +19,8 @@ class Stream(IntEnum):
     CLIENT_TORCH = 5
     CLIENT_AUGMENT = 6  # crops and flips, per (client, round, epoch): nothing to checkpoint
     PAIR_MASK = 7  # secure aggregation's mask of a client pair, per (round, lower client, higher client)
+    DROPOUT = 8  # who drops out and the clock's jitter, per round (hpcfed.update.dropout)
+    CLIENT_SPEED = 9  # every client's speed, drawn once for the run
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:

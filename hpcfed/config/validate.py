@@ -16,6 +16,7 @@ from hpcfed.methods import METHODS
 from hpcfed.models import check_model
 from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
+from hpcfed.update.dropout import check_dropout
 from hpcfed.update.secagg import check_headroom
 
 
@@ -42,6 +43,7 @@ def problems(c: Config, check_weights: bool = True, check_data: bool = False) ->
                                               lambda c: check_headroom(c.clients, c.secure_aggregation)]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
     checks.append(check_output)
+    checks.append(lambda c: check_dropout(c.dropout))
     if check_data:
         checks.append(check_data_present)
     found = []

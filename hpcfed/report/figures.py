@@ -159,7 +159,8 @@ def label_distributions(runs: list[RunInfo], directory: Path) -> list[Path]:
 
 
 def write_figures(runs: list[RunInfo], directory: str | Path, which: str = "selected") -> list[Path]:
-    """`which` (selected or last) as for the table, so that client_accuracy shows the table's round."""
+    """`which` (selected or last) as for the table, so that client_accuracy and the sweeps (accuracy vs dropout,
+    vs ε: only when the runs differ in it) show the table's round."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     groups = experiments(runs)
@@ -168,5 +169,8 @@ def write_figures(runs: list[RunInfo], directory: str | Path, which: str = "sele
                "client_accuracy": client_accuracy(groups, labels, which),
                "accuracy_vs_bytes": accuracy_vs_bytes(groups, labels),
                "time_per_round": time_per_round(groups, labels)} if groups else {}
+    from hpcfed.report.sweeps import accuracy_vs, swept  # it draws with this module's panels and styles
+
+    figures |= {sweep.name: accuracy_vs(sweep, groups, which) for sweep in swept(groups)}
     written = [_save(fig, directory / f"{name}.png") for name, fig in figures.items()]
     return written + label_distributions(runs, directory)

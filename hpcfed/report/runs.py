@@ -37,6 +37,7 @@ class RunInfo:
     up_per_round: float = math.nan  # bytes summed over clients, mean over the valid rounds
     down_per_round: float = math.nan
     trained: bool = True  # False when no client ever had a training loss (zero-shot): no recipe to show
+    epsilon: float = math.inf  # privacy spent by the run (the last finite /update/epsilon); inf: no privacy
     problem: str = ""  # why the run is left out of the means; "" when it is averaged
 
     @property
@@ -106,6 +107,9 @@ def read_run(path: str | Path, which: str = "selected") -> RunInfo:
             run.up_per_round = float(np.mean(f["comm/bytes_up"][:run.rounds_done].sum(axis=1)))
             run.down_per_round = float(np.mean(f["comm/bytes_down"][:run.rounds_done].sum(axis=1)))
             run.trained = bool(np.isfinite(f["metrics/client/train_loss"][:run.rounds_done]).any())
+            spent = f["update/epsilon"][:run.rounds_done] if "update/epsilon" in f else np.empty(0)
+            if np.isfinite(spent).any():
+                run.epsilon = float(spent[np.isfinite(spent)][-1])
     if run.status != "finished":
         run.problem = f"{run.status}, {run.rounds_done} rounds done"
     return run

@@ -126,11 +126,13 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
 
 def _bytes_moved(cfg: Config, payload: tuple[int, int], plan: RoundPlan, update: SharedUpdate
                  ) -> dict[str, np.ndarray]:
-    """Per client, the bytes uploaded this round (the shared update's: fp32, or masked integers with the secure
-    aggregation overheads) and the fp32 bytes a contributing client downloads (zero for the others)."""
+    """Per client, the bytes it moved this round: uploads are the shared update's (fp32, or masked integers with
+    the secure aggregation overheads; only updates that reach the sum, and a lost client's keys and shares); every
+    client that trained downloaded the global state first (a late one too). A client that dropped out before
+    training moved nothing."""
     up_floats, down_floats = payload
     comm = {"up": update.upload_bytes(plan, up_floats), "down": np.zeros(cfg.clients, dtype=np.int64)}
-    comm["down"][plan.contributes] = 4 * down_floats
+    comm["down"][plan.trains] = 4 * down_floats
     return comm
 
 

@@ -360,7 +360,7 @@ def set_up(cfg: Config, rt: Runtime, overwrite: bool, resume: str) -> RunSetup |
         layout = (host.n_shared, host.n_published, host.method.upload_download_floats(host.n_shared)) \
             if rt.is_reference else None
         n_shared, n_published, payload = world.bcast(layout, root=rt.reference_rank)
-        update = SharedUpdate(cfg, n_shared)
+        update = SharedUpdate(cfg, n_shared, splits.train_sizes())
         env = collect_env(cfg, rt, placement)
         # auto without a checkpoint replaces a partial run
         replace = overwrite or (resume != "never" and start is None)

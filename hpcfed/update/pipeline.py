@@ -22,15 +22,17 @@ class RoundPlan:
     trains: np.ndarray  # selected clients that train (the others dropped out before training)
     contributes: np.ndarray  # clients whose update reaches the sum
     dropped_after_masking: np.ndarray  # trained and masked, lost before the sum (secure aggregation recovers)
-    virtual_seconds: np.ndarray  # [clients] time on the virtual clock (nan: not selected)
+    virtual_seconds: np.ndarray  # [clients] time on the virtual clock (nan: did not train)
 
 
 class SharedUpdate:
     """One per rank for the whole run; `state_dict` is the same on every rank and goes into checkpoints."""
 
-    def __init__(self, cfg, n_shared: int):
+    def __init__(self, cfg, n_shared: int, train_sizes: np.ndarray | None = None):
         self.cfg, self.n_shared = cfg, n_shared
-        self.dropout = Dropout(cfg.dropout, cfg.seed, cfg.clients)
+        # A client's work on the virtual clock: its training samples (one each when not given) x local epochs.
+        train_sizes = np.ones(cfg.clients) if train_sizes is None else train_sizes
+        self.dropout = Dropout(cfg.dropout, cfg.seed, train_sizes * cfg.train.local_epochs)
         self.privacy = Privacy(cfg.privacy, cfg.seed, cfg.clients, cfg.participation)
         self.secagg = SecureAggregation(cfg.secure_aggregation, cfg.seed, cfg.clients)
         self.optimizer = make_server_optimizer(cfg.server, n_shared)
