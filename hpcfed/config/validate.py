@@ -16,6 +16,7 @@ from hpcfed.methods import METHODS
 from hpcfed.models import check_model
 from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
+from hpcfed.update.server_opt import check_server
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -39,6 +40,7 @@ def problems(c: Config, check_weights: bool = True, check_data: bool = False) ->
     checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_prompt, _check_augment,
                                               _check_scheme, _check_dataset, _check_method_options]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
+    checks.append(lambda c: check_server(c.server))
     checks.append(check_output)
     if check_data:
         checks.append(check_data_present)
