@@ -45,9 +45,9 @@ def records(launched: dict, run: str, **where) -> list[dict]:
     return [r for r in launched["records"] if r["run"] == run and all(r[k] == v for k, v in where.items())]
 
 
-@pytest.mark.parametrize("n", [4, 2])
-def test_optimizer_and_shared_state_are_bitwise_equal_on_every_rank_after_each_round(n, four_ranks, two_ranks):
-    launched = {4: four_ranks, 2: two_ranks}[n]
+@pytest.mark.parametrize("n, launched", [(4, "four_ranks"), (2, "two_ranks")])
+def test_optimizer_and_shared_state_are_bitwise_equal_on_every_rank_after_each_round(n, launched, request):
+    launched = request.getfixturevalue(launched)
     for rnd in range(ROUNDS):
         seen = records(launched, "uninterrupted", round=rnd)
         assert sorted(r["rank"] for r in seen) == list(range(n))  # the server rank too
