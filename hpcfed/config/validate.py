@@ -18,6 +18,7 @@ from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
 from hpcfed.update.dropout import check_dropout
 from hpcfed.update.secagg import check_headroom
+from hpcfed.update.server_opt import check_server
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -42,6 +43,7 @@ def problems(c: Config, check_weights: bool = True, check_data: bool = False) ->
                                               _check_scheme, _check_dataset, _check_method_options,
                                               lambda c: check_headroom(c.clients, c.secure_aggregation)]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
+    checks.append(lambda c: check_server(c.server))
     checks.append(check_output)
     checks.append(lambda c: check_dropout(c.dropout))
     if check_data:

@@ -42,10 +42,10 @@ class Aggregation:
         """Sum over all ranks and give every client host the new global state (rank 0 has no host)."""
         if self.update.n_shared > 0:
             self.update.allreduce(self.rt, self.plan, self.accumulator)
-            if host is not None:
-                new_global = self.update.step(host.global_shared, self.buffer)
-                if new_global is not None:
-                    host.global_shared = new_global
+            # The server steps too (without a global state): it checkpoints the server optimizer's state.
+            new_global = self.update.step(None if host is None else host.global_shared, self.buffer)
+            if new_global is not None:
+                host.global_shared = new_global
             self.update.after_round(self.plan, self.buffer)
         if self.published is not None:
             self.rt.allreduce_published(self.published)

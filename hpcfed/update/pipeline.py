@@ -61,13 +61,18 @@ class SharedUpdate:
             self.privacy.server(plan, torch.as_tensor(accumulator.buffer), self.n_shared)
         self.secagg.allreduce(rt, plan, accumulator)
 
-    def step(self, global_shared: torch.Tensor, summed) -> torch.Tensor | None:
-        """The new global state from the summed buffer (float32 on the CPU); None when nobody contributed."""
+    def step(self, global_shared: torch.Tensor | None, summed) -> torch.Tensor | None:
+        """The new global state from the summed buffer (float32, on global_shared's device); None when nobody
+        contributed. Every rank calls it, so the server optimizer's state is the same everywhere; the server
+        (global_shared None) only advances that state."""
         summed = torch.as_tensor(summed)
         mean_delta = self.privacy.mean_delta(summed, self.n_shared)
         if mean_delta is None:
             return None
-        return self.optimizer.step(global_shared.double(), mean_delta.double().cpu()).float()
+        move = self.optimizer.step(mean_delta.double().cpu())
+        if global_shared is None:
+            return None
+        return (global_shared.double() + move.to(global_shared.device)).float()
 
     def after_round(self, plan: RoundPlan, summed) -> None:
         """Stage state that depends on the sum (adaptive clip norm); every rank, after `step`."""
