@@ -52,9 +52,12 @@ compare: data
 	$(BIN)/hpcfed report $(foreach s,$(SEEDS),$(foreach m,$(COMPARE_METHODS),runs/compare/$(m)_seed$(s).h5)) \
 	  --plots runs/compare/plots
 
+# Two pytest workers, one test file each at a time (module fixtures run once; the SLURM tests stay on one worker):
+# the MPI tests leave a core idle while their server rank waits, the single-process tests use one core.
+TEST_WORKERS ?= 2
 test: data
 	$(BIN)/ruff check hpcfed tests benchmarks
-	rc=0; $(BIN)/python -m pytest -q --durations=40 tests || rc=$$?; \
+	rc=0; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40 tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
