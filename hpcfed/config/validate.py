@@ -16,6 +16,7 @@ from hpcfed.methods import METHODS
 from hpcfed.models import check_model
 from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
+from hpcfed.update.privacy import check_privacy
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -37,7 +38,7 @@ def validate(c: Config, check_weights: bool = True, check_data: bool = False) ->
 def problems(c: Config, check_weights: bool = True, check_data: bool = False) -> list[ConfigError]:
     """The problems of `c` in the order of the checks; each check stops at its own first problem."""
     checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_prompt, _check_augment,
-                                              _check_scheme, _check_dataset, _check_method_options]
+                                              _check_scheme, _check_dataset, _check_method_options, check_privacy]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
     checks.append(check_output)
     if check_data:

@@ -42,7 +42,7 @@ class Aggregation:
         if self.update.n_shared > 0:
             self.update.allreduce(self.rt, self.plan, self.buffer)
             if host is not None:
-                new_global = self.update.step(host.global_shared, self.buffer)
+                new_global = self.update.step(self.plan, host.global_shared, self.buffer)
                 if new_global is not None:
                     host.global_shared = new_global
             self.update.after_round(self.plan, self.buffer)

@@ -54,10 +54,10 @@ class SharedUpdate:
             self.privacy.server(plan, torch.as_tensor(buffer), self.n_shared)
         self.secagg.allreduce(rt, plan, buffer, self.n_shared)
 
-    def step(self, global_shared: torch.Tensor, summed) -> torch.Tensor | None:
+    def step(self, plan: RoundPlan, global_shared: torch.Tensor, summed) -> torch.Tensor | None:
         """The new global state from the summed buffer (float32 on the CPU); None when nobody contributed."""
         summed = torch.as_tensor(summed)
-        mean_delta = self.privacy.mean_delta(summed, self.n_shared)
+        mean_delta = self.privacy.mean_delta(plan, summed, self.n_shared)
         if mean_delta is None:
             return None
         return self.optimizer.step(global_shared.double(), mean_delta.double().cpu()).float()
