@@ -36,6 +36,7 @@ class RunInfo:
     summary: dict[str, float] = field(default_factory=dict)  # /final/{which}/summary, mean over clients
     up_per_round: float = math.nan  # bytes summed over clients, mean over the valid rounds
     down_per_round: float = math.nan
+    epsilon: float = math.nan  # privacy spent by all rounds done (NaN: the run used no privacy)
     trained: bool = True  # False when no client ever had a training loss (zero-shot): no recipe to show
     problem: str = ""  # why the run is left out of the means; "" when it is averaged
 
@@ -106,6 +107,8 @@ def read_run(path: str | Path, which: str = "selected") -> RunInfo:
             run.up_per_round = float(np.mean(f["comm/bytes_up"][:run.rounds_done].sum(axis=1)))
             run.down_per_round = float(np.mean(f["comm/bytes_down"][:run.rounds_done].sum(axis=1)))
             run.trained = bool(np.isfinite(f["metrics/client/train_loss"][:run.rounds_done]).any())
+            if "update/epsilon" in f:  # /update is newer than some run files
+                run.epsilon = float(f["update/epsilon"][run.rounds_done - 1])
     if run.status != "finished":
         run.problem = f"{run.status}, {run.rounds_done} rounds done"
     return run
