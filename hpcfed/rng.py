@@ -21,6 +21,7 @@ class Stream(IntEnum):
     PAIR_MASK = 7  # secure aggregation's mask of a client pair, per (round, lower client, higher client)
     DROPOUT = 8  # who drops out and the clock's jitter, per round (hpcfed.update.dropout)
     CLIENT_SPEED = 9  # every client's speed, drawn once for the run
+    PRIVACY_NOISE = 10  # the server's Gaussian noise, per round: the same on any number of ranks
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:
@@ -35,9 +36,16 @@ def torch_seed(seed: int, stream: Stream, *key: int) -> int:
     return int(seed_sequence(seed, stream, *key).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def sample_clients(seed: int, round_index: int, n_clients: int, participation: float) -> np.ndarray:
-    """Clients taking part in a round: all in round 0 (as the reference code), then max(1, int(frac*C))."""
+def sample_size(round_index: int, n_clients: int, participation: float) -> int:
+    """How many clients a round samples: all in round 0 (as the reference code), then max(1, int(frac*C))."""
     if round_index == 0 or participation >= 1.0:
+        return n_clients
+    return max(1, int(participation * n_clients))
+
+
+def sample_clients(seed: int, round_index: int, n_clients: int, participation: float) -> np.ndarray:
+    """Clients taking part in a round, `sample_size` of them drawn without replacement."""
+    m = sample_size(round_index, n_clients, participation)
+    if m == n_clients:
         return np.arange(n_clients)
-    m = max(1, int(participation * n_clients))
     return np.sort(generator(seed, Stream.SAMPLING, round_index).choice(n_clients, m, replace=False))

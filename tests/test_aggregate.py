@@ -57,8 +57,9 @@ def test_fedclip_averages_its_clients_with_equal_weights_as_its_official_server(
 
 def test_a_round_without_participants_keeps_the_global_state():
     update = SharedUpdate(Config(clients=2), n_shared=2)
-    assert update.step(torch.ones(2), np.zeros(3)) is None
-    assert update.step(torch.ones(2), np.array([2.0, 4.0, 2.0])).dtype == torch.float32
+    plan = update.plan(0, np.arange(2))
+    assert update.step(plan, torch.ones(2), np.zeros(3)) is None
+    assert update.step(plan, torch.ones(2), np.array([2.0, 4.0, 2.0])).dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", METHODS.names())

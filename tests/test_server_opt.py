@@ -143,15 +143,16 @@ def test_the_server_rank_keeps_the_same_state_without_a_global_state():
     cfg = Config(clients=2)
     cfg.server.optimizer = "fedadam"
     client_rank, server_rank = SharedUpdate(cfg, n_shared=N), SharedUpdate(cfg, n_shared=N)
+    plan = client_rank.plan(0, np.arange(2))
     x = torch.from_numpy(X0).float()
     for delta in DELTAS:
         summed = np.concatenate([2.0 * delta, [2.0]])  # two clients of weight 1 with the same delta
-        x = client_rank.step(x, summed)
-        assert server_rank.step(None, summed) is None
+        x = client_rank.step(plan, x, summed)
+        assert server_rank.step(plan, None, summed) is None
     assert x.dtype == torch.float32
     for key, value in client_rank.state_dict()["optimizer"].items():
         torch.testing.assert_close(server_rank.state_dict()["optimizer"][key], value, rtol=0, atol=0)
-    assert client_rank.step(x, np.zeros(N + 1)) is None  # nobody contributed: no step, the state stays
+    assert client_rank.step(plan, x, np.zeros(N + 1)) is None  # nobody contributed: no step, the state stays
     torch.testing.assert_close(client_rank.state_dict(), server_rank.state_dict(), rtol=0, atol=0)
 
 

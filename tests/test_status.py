@@ -129,6 +129,17 @@ def test_a_finished_run_has_no_eta(cfg):
     assert f"{ROUND_SECONDS:.1f} s per round" in out and "ETA" not in out
 
 
+def test_a_private_run_shows_the_privacy_spent_and_others_do_not(cfg):
+    writer = start_training(cfg)
+    write_round(writer, cfg, 0, test_accuracy=0.5)
+    assert "privacy" not in status_of(cfg)  # the /update/epsilon row stays NaN without privacy
+    no_bytes = np.zeros(cfg.clients, dtype=np.int64)
+    writer.write_round(1, {}, {"round_seconds": ROUND_SECONDS}, {}, {"up": no_bytes, "down": no_bytes},
+                       {"epsilon": 2.345678, "clip_norm": 0.25})
+    writer.file.close()
+    assert f"privacy  epsilon 2.35 at delta {cfg.privacy.delta} after round 2, clip norm 0.25" in status_of(cfg)
+
+
 def test_a_failed_run_names_the_failing_rank_and_its_traceback(cfg):
     traceback = "Traceback (most recent call last):\nDataError: image 7 of client 3 is unreadable"
     start_training(cfg).close("failed", error=traceback, error_rank=2)

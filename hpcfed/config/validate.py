@@ -17,6 +17,7 @@ from hpcfed.models import check_model
 from hpcfed.options import check_options
 from hpcfed.split import PARTITIONERS
 from hpcfed.update.dropout import check_dropout
+from hpcfed.update.privacy import check_privacy
 from hpcfed.update.secagg import check_headroom
 from hpcfed.update.server_opt import check_server
 
@@ -40,7 +41,7 @@ def validate(c: Config, check_weights: bool = True, check_data: bool = False) ->
 def problems(c: Config, check_weights: bool = True, check_data: bool = False) -> list[ConfigError]:
     """The problems of `c` in the order of the checks; each check stops at its own first problem."""
     checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_prompt, _check_augment,
-                                              _check_scheme, _check_dataset, _check_method_options,
+                                              _check_scheme, _check_dataset, _check_method_options, check_privacy,
                                               lambda c: check_headroom(c.clients, c.secure_aggregation)]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
     checks.append(lambda c: check_server(c.server))

@@ -130,12 +130,23 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
             lines.append(f"resumed  {len(resumes)} time(s): {starts}")
         if "progress" in f:
             lines += _progress_lines(f, "stalled" if dead else state)
+            lines += _privacy_lines(f, config)
         else:
             lines.append(f"rounds   0 of {config.get('rounds', '?')} (not trained yet)")
     checkpoint = newest_checkpoint(path)
     if checkpoint:
         lines.append(f"checkpoint  after round {checkpoint[0]}: {checkpoint[1]}")
     return "\n".join(lines)
+
+
+def _privacy_lines(f, config: dict) -> list[str]:
+    """The privacy spent so far, when the run used privacy (its /update/epsilon rows are written)."""
+    done = int(f["progress/rounds_done"][()])
+    if "update/epsilon" not in f or done == 0 or np.isnan(f["update/epsilon"][done - 1]):  # NaN: no privacy
+        return []
+    delta = (config.get("privacy") or {}).get("delta", "?")
+    return [f"privacy  epsilon {f['update/epsilon'][done - 1]:.3g} at delta {delta} after round {done}, clip norm "
+            f"{f['update/clip_norm'][done - 1]:.3g}"]
 
 
 def _why_dead(f, seconds_since_write: float) -> str | None:

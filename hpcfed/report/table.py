@@ -32,6 +32,7 @@ def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
         row[f"{column} std"] = values.std() if values.notna().sum() > 1 else math.nan  # ddof=1: sample std
     row["up B/round"] = float(pd.Series([r.up_per_round for r in runs]).mean())
     row["down B/round"] = float(pd.Series([r.down_per_round for r in runs]).mean())
+    row["epsilon"] = max(r.epsilon for r in runs)  # the seeds of one setting spend the same
     # One per seed, in the order of the seed list: a sorted set ("1 3") read as if seed 0 stopped at round 1.
     row["round"] = " ".join(str(r.final_round + 1) if r.final_round >= 0 else "-" for r in by_seed)
     row["recipe"] = " / ".join(sorted({recipe(r) for r in runs}))
@@ -56,6 +57,10 @@ def caption(runs: list[RunInfo], which: str) -> str:
     text += (" (column round: that round of each seed in the seed list, counted from 1); "
              "Local = each client on its own test split; mean ± sample std over seeds; "
              "HM = 3-way harmonic mean of the mean Local, Base, Novel; bytes summed over clients, mean per round.")
+    if any(not math.isnan(r.epsilon) for r in runs):
+        text += ("\nepsilon: privacy spent by all rounds at the run's privacy.delta (client-level central DP of "
+                 "the shared update, RDP accountant, fixed-size sampling accounted as Poisson; the choice of the "
+                 "round on validation accuracy is not accounted).")
     left_out = [r for r in runs if r.problem]
     if left_out:
         text += f"\nWARNING: {len(left_out)} run(s) left out of the means, listed as NOT AVERAGED."
@@ -70,11 +75,21 @@ def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
         return f"{row[column]:.1f}{spread}"
     if column.endswith("B/round"):
         return "-" if math.isnan(row[column]) else f"{row[column]:,.0f}"
+    if column == "epsilon":
+        return "-" if math.isnan(row[column]) else f"{row[column]:.3g}"
     return str(row[column])
 
 
 # The seed list rather than the count: the round column has one number per seed, in that order.
 SHOWN = ("method", *ACCURACIES, "seed list", "up B/round", "down B/round", "round", "recipe", "status")
+
+
+def shown(table: pd.DataFrame) -> tuple[str, ...]:
+    """SHOWN, with the privacy spent after the bytes when any run used privacy."""
+    if "epsilon" not in table or table["epsilon"].isna().all():
+        return SHOWN
+    at = SHOWN.index("down B/round") + 1
+    return (*SHOWN[:at], "epsilon", *SHOWN[at:])
 
 
 def _aligned(cells: list[str], widths: list[int]) -> str:
@@ -84,9 +99,10 @@ def _aligned(cells: list[str], widths: list[int]) -> str:
 
 
 def format_text(table: pd.DataFrame, text_caption: str) -> str:
-    cells = [[_cell(row, c) for c in SHOWN] for _, row in table.iterrows()]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(SHOWN[:-1])]
-    lines = [_aligned(list(SHOWN), widths)]
+    columns = shown(table)
+    cells = [[_cell(row, c) for c in columns] for _, row in table.iterrows()]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns[:-1])]
+    lines = [_aligned(list(columns), widths)]
     for dataset in table["dataset"].unique():
         lines.append(f"-- dataset {dataset}")
         lines += [_aligned(row_cells, widths) for row_cells, in_dataset in
@@ -95,7 +111,7 @@ def format_text(table: pd.DataFrame, text_caption: str) -> str:
 
 
 def format_markdown(table: pd.DataFrame, text_caption: str) -> str:
-    columns = ("dataset", *SHOWN)
+    columns = ("dataset", *shown(table))
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(_cell(row, c).replace("|", "/") for c in columns) + " |" for _, row in table.iterrows()]
     return "\n".join(lines) + "\n\n" + text_caption.replace("\n", "\n\n") + "\n"
@@ -108,7 +124,7 @@ def _latex_escape(text: str) -> str:
 
 
 def format_latex(table: pd.DataFrame, text_caption: str) -> str:
-    columns = ("dataset", *SHOWN)
+    columns = ("dataset", *shown(table))
     latex_caption = _latex_escape(text_caption).replace("±", "$\\pm$").replace("\n", " ")
     lines = ["\\begin{table}", "\\centering", "\\caption{" + latex_caption + "}",
              "\\begin{tabular}{ll" + "r" * (len(columns) - 3) + "l}", "\\hline",

@@ -43,7 +43,7 @@ class Aggregation:
         if self.update.n_shared > 0:
             self.update.allreduce(self.rt, self.plan, self.accumulator)
             # The server steps too (without a global state): it checkpoints the server optimizer's state.
-            new_global = self.update.step(None if host is None else host.global_shared, self.buffer)
+            new_global = self.update.step(self.plan, None if host is None else host.global_shared, self.buffer)
             if new_global is not None:
                 host.global_shared = new_global
             self.update.after_round(self.plan, self.buffer)

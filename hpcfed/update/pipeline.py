@@ -61,12 +61,12 @@ class SharedUpdate:
             self.privacy.server(plan, torch.as_tensor(accumulator.buffer), self.n_shared)
         self.secagg.allreduce(rt, plan, accumulator)
 
-    def step(self, global_shared: torch.Tensor | None, summed) -> torch.Tensor | None:
+    def step(self, plan: RoundPlan, global_shared: torch.Tensor | None, summed) -> torch.Tensor | None:
         """The new global state from the summed buffer (float32, on global_shared's device); None when nobody
         contributed. Every rank calls it, so the server optimizer's state is the same everywhere; the server
         (global_shared None) only advances that state."""
         summed = torch.as_tensor(summed)
-        mean_delta = self.privacy.mean_delta(summed, self.n_shared)
+        mean_delta = self.privacy.mean_delta(plan, summed, self.n_shared)
         if mean_delta is None:
             return None
         move = self.optimizer.step(mean_delta.double().cpu())
