@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
-.PHONY: setup data demo compare test lint clean bench
+.PHONY: setup data demo compare compare-update test lint clean bench
 
 setup: $(INSTALLED)
 
@@ -59,6 +59,20 @@ test: data
 	$(BIN)/ruff check hpcfed tests benchmarks
 	rc=0; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40 tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The shared update on the same splits (README, "The shared update"): each method with FedAvg, FedAdam and DP at
+# two noise levels (clip norm 5, about the median delta norm of the demo's clients), SEEDS seeds, then the table.
+UPDATE_METHODS ?= pfedmma plora
+UPDATE_SETTINGS ?= fedavg:server.optimizer=fedavg fedadam:server.optimizer=fedadam \
+  dp0.3:privacy.enabled=true,privacy.clip_norm=5,privacy.noise_multiplier=0.3 \
+  dp1.0:privacy.enabled=true,privacy.clip_norm=5,privacy.noise_multiplier=1.0
+compare-update: data
+	for s in $(SEEDS); do for m in $(UPDATE_METHODS); do for setting in $(UPDATE_SETTINGS); do \
+	  name=$${setting%%:*}; overrides=$$(echo "$${setting#*:}" | sed 's/^/-o /; s/,/ -o /g'); \
+	  $(BIN)/mpiexec -n 3 $(BIN)/hpcfed train configs/demo.yaml -o method.name=$$m -o seed=$$s $$overrides \
+	    -o output=runs/compare-update/$${m}_$${name}_seed$$s.h5 --overwrite | tail -n 1; \
+	done; done; done
+	$(BIN)/hpcfed report runs/compare-update/*.h5 --plots runs/compare-update/plots
 
 # Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
 # runs/bench/bench.md and bench.json. BENCH_ARGS="--skip flower" leaves the Flower peer out.
