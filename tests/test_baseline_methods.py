@@ -26,6 +26,7 @@ from hpcfed.models import create_backbone
 from hpcfed.split import make_splits
 from hpcfed.train.aggregate import Aggregation
 from hpcfed.train.setup import build_host
+from hpcfed.update import SharedUpdate
 
 from conftest import run_mpi, write_config
 
@@ -314,8 +315,11 @@ def train_and_aggregate(host, round_index: int) -> None:
     """One round of the loop on a single process: local training, then the real aggregation code (its Allreduce
     over one process is the identity)."""
     one_process = SimpleNamespace(shared_buffer=lambda n: np.zeros(n), allreduce_shared=lambda buffer: None,
-                                  allreduce_published=lambda table: None)
-    aggregation = Aggregation(one_process, host.n_shared, host.n_published, len(host.splits.clients))
+                                  allreduce_published=lambda table: None, is_server=False)
+    n_clients = len(host.splits.clients)
+    update = host.__dict__.setdefault("update", SharedUpdate(host.cfg, host.n_shared))  # one per run, as set_up's
+    aggregation = Aggregation(one_process, update, update.plan(round_index, np.arange(n_clients)), host.n_published,
+                              n_clients)
     for client in host.clients.values():
         host.train(client, round_index)
         aggregation.add(host, client)
