@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from hpcfed.data.folders import list_images, need_root, recording_skipped, subdirs, warn_empty
+from hpcfed.data.folders import classes_folder, list_images, need_root, recording_skipped, subdirs, warn_empty
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
@@ -114,11 +114,6 @@ def _find_base(root: Path, wanted: set[str], spec: DomainSpec) -> Path:
     return best
 
 
-def _class_root(domain_dir: Path) -> Path:
-    # Office-31-style copies keep the classes one level down, in <domain>/images/<class>.
-    return domain_dir / "images" if subdirs(domain_dir) == ["images"] else domain_dir
-
-
 def _split_lists(base: Path, spec: DomainSpec, canonical: str, folder: str) -> dict[int, Path]:
     found: dict[int, Path] = {}
     places = [a / s for a in (base, base.parent, base.parent.parent) for s in spec.split_dirs]
@@ -162,7 +157,7 @@ def read_domain_dataset(name: str, root: str | Path | None, domains: list[str] |
             raise DataError(f"{spec.title} domain folder {base / d} does not exist (found {sorted(present.values())});"
                             f" download that domain, list the ones you have in data.domains, or point data.root at "
                             f"the folder holding {spec.layout}")
-    class_roots = [_class_root(base / present[_norm(d)]) for d in chosen]
+    class_roots = [classes_folder(base / present[_norm(d)]) for d in chosen]
     folders = _common_classes(class_roots, spec)
 
     lists = [_split_lists(base, spec, d, present[_norm(d)]) for d in chosen]

@@ -90,6 +90,11 @@ def list_images(folder: Path) -> list[str]:
                   if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
+def classes_folder(domain_dir: Path) -> Path:
+    """Where a domain's class folders are: Office-31's archive keeps them one level down, in <domain>/images/."""
+    return domain_dir / "images" if subdirs(domain_dir) == ["images"] else domain_dir
+
+
 def warn_empty(class_folders: list[Path], root: Path) -> None:
     """Class folders without an image are kept (the class is then learnt from the other domains, or not at all),
     but said: an empty folder is more often a failed copy than a choice. A folder that cannot be read is noted

@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from hpcfed.data.folders import list_images, need_root, recording_skipped, subdirs, warn_empty
+from hpcfed.data.folders import classes_folder, list_images, need_root, recording_skipped, subdirs, warn_empty
 from hpcfed.data.imagefolder import read_class_names
 from hpcfed.data.listing import Listing, Row, rows_to_listing
 from hpcfed.data.registry import DATASETS
@@ -66,11 +66,6 @@ def _premade_caltech(class_root: Path) -> bool:
     """A pre-made copy's caltech/ (or caltech/images/) folder, whose class folders may carry the Office names."""
     domain_dir = class_root.parent if class_root.name == "images" else class_root
     return _key(domain_dir.name) == "caltech"
-
-
-def _class_root(domain_dir: Path) -> Path:
-    # Office-31's archive keeps each domain's classes one level down, in <domain>/images/<class>.
-    return domain_dir / "images" if subdirs(domain_dir) == ["images"] else domain_dir
 
 
 def _office_classes(names: list[str]) -> dict[str, str]:
@@ -162,7 +157,7 @@ def _class_roots(chosen: list[str], office: Path | None, caltech: Path | None) -
         raise DataError(f"{TITLE}: domain folder(s) {missing} do not exist in {office} (it holds "
                         f"{sorted(present.values())}; {_found(office, caltech)}); re-extract Office-31, or list the "
                         f"domains you have in data.domains")
-    return [caltech if d == "caltech" else _class_root(office / present[d]) for d in chosen]
+    return [caltech if d == "caltech" else classes_folder(office / present[d]) for d in chosen]
 
 
 def _class_folders(chosen: list[str], class_roots: list[Path], office: Path | None, caltech: Path | None
