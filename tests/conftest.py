@@ -15,6 +15,7 @@ from PIL import Image
 # The SLURM clusters and the single-node demo job, imported here once so that every test module shares them (a
 # fixture imported into two test modules is two fixtures: two clusters, two reference jobs).
 from slurm_cluster import demo_job, slurm_cluster  # noqa: F401
+from slurm_multinode import slurm_two_nodes  # noqa: F401
 
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"  # the venv's own launcher: its MPI matches mpi4py's (install.md)
