@@ -57,6 +57,12 @@ test: data
 	rc=0; $(BIN)/python -m pytest -q --durations=40 tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+# Every multi-node test on a two-node SLURM cluster in network namespaces (tests/test_multinode.py; root, Linux);
+# `make test` runs only its one short job.
+.PHONY: test-multinode
+test-multinode: data
+	HPCFED_MULTINODE=full $(BIN)/python -m pytest -q --durations=0 -m multinode tests/test_multinode.py
+
 # Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
 # runs/bench/bench.md and bench.json. BENCH_ARGS="--skip flower" leaves the Flower peer out.
 BENCH_ARGS ?=
