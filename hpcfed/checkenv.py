@@ -140,44 +140,34 @@ def check_ranks(cfg, world_size: int) -> Check:
                  "clients")
 
 
-def _device_for(client_index: int, is_server: bool, requested: str, gpus: int) -> str:
-    """The choice of hpcfed.runtime.bind_device, without binding anything."""
-    if is_server or requested == "cpu" or gpus == 0:
-        return "cpu"
-    return f"cuda:{client_index % gpus}"
-
-
 def _visible_gpus() -> int:
-    try:
-        import torch
+    from hpcfed.runtime.mpi import visible_gpus
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        return visible_gpus()
     except Exception:  # a broken CUDA set-up must not leave this rank out of the collective below
         return 0
 
 
-def check_devices(world, requested: str) -> Check | None:
-    """Collective: hosts, ranks per host and each rank's device; the Check on rank 0, None elsewhere."""
-    from mpi4py import MPI
+def check_devices(world, hosts: list[str], client_index: int, requested: str) -> Check | None:
+    """Collective: ranks per host and each rank's device, as hpcfed.runtime binds them (`hosts`, `client_index`:
+    hpcfed.runtime.node_layout); the Check on rank 0, None elsewhere."""
+    from hpcfed.runtime.mpi import choose_device
 
     rank = world.Get_rank()
-    node = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-    server_here = node.allreduce(int(rank == 0))  # as in init_runtime: client k of a node gets GPU k
-    client_index = node.Get_rank() - server_here
-    node.Free()
     gpus = _visible_gpus()
-    rows = world.gather((MPI.Get_processor_name(), rank, _device_for(client_index, rank == 0, requested, gpus), gpus))
+    rows = world.gather((rank, choose_device(client_index, rank == 0, requested, gpus), gpus))
     if rows is None:
         return None
-    hosts: dict[str, list] = {}
-    for host, r, device, host_gpus in rows:
-        hosts.setdefault(host, []).append((r, device, host_gpus))
+    by_host: dict[str, list] = {}
+    for r, device, host_gpus in rows:
+        by_host.setdefault(hosts[r], []).append((r, device, host_gpus))
     placement = "; ".join(f"{host}: {len(ranks)} rank(s), {ranks[0][2]} GPU(s), " + " ".join(
-        f"{r}->{device}" for r, device, _ in ranks) for host, ranks in hosts.items())
-    if requested == "cuda" and any(g == 0 for _, r, _, g in rows if r != 0):
+        f"{r}->{device}" for r, device, _ in ranks) for host, ranks in by_host.items())
+    if requested == "cuda" and any(g == 0 for r, _, g in rows if r != 0):
         return Check("devices", FAIL, f"runtime.device is cuda but a client rank sees no GPU ({placement})",
                      "use runtime.device: auto, or run on GPU nodes")
-    crowded = [host for host, ranks in hosts.items() if 0 < ranks[0][2] < sum(r != 0 for r, _, _ in ranks)]
+    crowded = [host for host, ranks in by_host.items() if 0 < ranks[0][2] < sum(r != 0 for r, _, _ in ranks)]
     if crowded:
         return Check("devices", WARN, f"more client ranks than GPUs on {', '.join(crowded)}, so they share GPUs "
                      f"({placement})", "launch at most one client rank per GPU per node (e.g. "
@@ -395,7 +385,10 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
     world = MPI.COMM_WORLD
     cfg, checks = local_checks(config_path, overrides)
     checks = [check_world(launcher, world.Get_size(), version), check_ranks(cfg, world.Get_size()), *checks]
-    devices = check_devices(world, cfg.runtime.device if cfg else "auto")
+    from hpcfed.runtime.mpi import node_layout
+
+    hosts, _, client_index = node_layout(world)
+    devices = check_devices(world, hosts, client_index, cfg.runtime.device if cfg else "auto")
     per_rank = world.gather(checks)
     # Singletons each think they are rank 0: only the launcher's rank 0 prints.
     if per_rank is None or launcher.rank not in (None, 0):

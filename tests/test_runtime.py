@@ -1,4 +1,5 @@
-"""Pieces of the runtime that need no launcher: client placement, sampling, seed streams."""
+"""Pieces of the runtime that need no launcher: client placement, sampling, seed streams, the node layout and
+device of a rank."""
 
 import numpy as np
 from hypothesis import given
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 
 from hpcfed.rng import Stream, generator, sample_clients
 from hpcfed.runtime import place_clients, world_rank_from_env
+from hpcfed.runtime.mpi import choose_device, node_layout
 
 
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=60), st.integers(1, 12))
@@ -50,3 +52,30 @@ def test_rank_is_read_from_the_launcher_environment(monkeypatch):
     assert world_rank_from_env() is None
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert world_rank_from_env() == 3
+
+
+class HostsOnly:
+    """The two calls node_layout makes of a communicator, on a made-up placement of ranks on hosts."""
+
+    def __init__(self, hosts: list[str], rank: int):
+        self.hosts, self.rank = hosts, rank
+
+    def allgather(self, _):
+        return self.hosts
+
+    def Get_rank(self):  # noqa: N802  (mpi4py's name)
+        return self.rank
+
+
+def test_node_local_rank_counts_the_ranks_of_its_host_and_the_server_shifts_its_hosts_clients():
+    hosts = ["n1", "n2", "n2", "n1", "n2"]
+    layouts = [node_layout(HostsOnly(hosts, rank)) for rank in range(len(hosts))]
+    assert all(found == hosts for found, _, _ in layouts)
+    assert [(local, client) for _, local, client in layouts] == [(0, -1), (0, 0), (1, 1), (1, 0), (2, 2)]
+
+
+def test_a_client_takes_gpu_index_modulo_count_and_the_server_none():
+    assert [choose_device(k, False, "auto", 2) for k in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert choose_device(0, True, "auto", 2) == "cpu"
+    assert choose_device(1, False, "cpu", 2) == choose_device(1, False, "auto", 0) == "cpu"
+

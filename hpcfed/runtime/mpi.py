@@ -4,6 +4,7 @@ the one collective that moves model state (an Allreduce of the shared buffer). K
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import traceback
@@ -50,6 +51,7 @@ class Runtime:
     poll_interval: float = 0.001  # seconds between tests of a pending collective; 0 blocks inside MPI
     cuda_aware: bool = False  # hand device memory to MPI directly (runtime.cuda_aware_mpi)
     published_comm: object = None  # created on first use, only by methods that publish per-client values
+    hosts: tuple[str, ...] = ()  # host name of every rank
 
     @property
     def rank(self) -> int:
@@ -135,18 +137,42 @@ class Runtime:
         return self.world.gather(obj, root=SERVER)
 
 
-def bind_device(local_rank: int, is_server: bool, requested: str) -> str:
-    """GPU = node-local client index modulo visible devices, chosen before any CUDA call; the server
-    rank takes no GPU; CPU when none is present."""
+def node_layout(world) -> tuple[list[str], int, int]:
+    """(host name of every rank, this rank's index among the ranks on its host, its client index there: one less
+    when the server shares the host). Collective. By host name, not by MPI's COMM_TYPE_SHARED split: that follows
+    the MPI library's node map, which some launches get wrong (srun -m arbitrary with pmi2 and the PyPI MPICH makes
+    every rank a node of its own, so every client rank of a node would take GPU 0)."""
+    hosts = world.allgather(socket.gethostname())
+    rank = world.Get_rank()
+    here = [r for r, host in enumerate(hosts) if host == hosts[rank]]
+    local_rank = here.index(rank)
+    return hosts, local_rank, local_rank - int(SERVER in here)
+
+
+def visible_gpus() -> int:
     import torch
 
-    if is_server or requested == "cpu" or not torch.cuda.is_available():
-        if requested == "cuda" and not is_server:
-            raise RuntimeError("runtime.device is 'cuda' but no GPU is visible on this node; use device: auto")
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def choose_device(client_index: int, is_server: bool, requested: str, gpus: int) -> str:
+    """GPU = node-local client index modulo the visible devices; the server rank takes none; CPU without GPUs."""
+    if is_server or requested == "cpu" or gpus == 0:
         return "cpu"
-    index = local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return f"cuda:{index}"
+    return f"cuda:{client_index % gpus}"
+
+
+def bind_device(client_index: int, is_server: bool, requested: str) -> str:
+    """The device of `choose_device`, made current before any other CUDA call."""
+    gpus = visible_gpus()
+    if requested == "cuda" and not is_server and gpus == 0:
+        raise RuntimeError("runtime.device is 'cuda' but no GPU is visible on this node; use device: auto")
+    device = choose_device(client_index, is_server, requested, gpus)
+    if device != "cpu":
+        import torch
+
+        torch.cuda.set_device(int(device.split(":")[1]))
+    return device
 
 
 def mpi_reports_cuda() -> bool | None:
@@ -164,21 +190,17 @@ def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 
     if not MPI.Is_initialized():  # `hpcfed train` checks the launcher with MPI loaded but not yet started
         MPI.Init_thread()
     world = MPI.COMM_WORLD
-    node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
-    local_rank = node.Get_rank()
-    # The server on a node shifts the node's client ranks by one, so client k on the node gets GPU k.
-    server_here = node.allreduce(int(world.Get_rank() == SERVER))
-    node.Free()
+    hosts, local_rank, client_index = node_layout(world)
     import torch
 
     torch.set_num_threads(threads)
-    bound = bind_device(local_rank - server_here, world.Get_rank() == SERVER, device)
+    bound = bind_device(client_index, world.Get_rank() == SERVER, device)
     if cuda_aware_mpi and bound.startswith("cuda") and not mpi_reports_cuda():
         raise RuntimeError(f"runtime.cuda_aware_mpi is true but the MPI library ({MPI.Get_library_version()[:60]}) "
                            "does not report CUDA support; set it to false (buffers are then staged through pinned "
                            "host memory) or load a CUDA-aware MPI build")
     return Runtime(world=world, shared_comm=world.Dup(), local_rank=local_rank, device=bound,
-                   poll_interval=poll_interval, cuda_aware=cuda_aware_mpi)
+                   poll_interval=poll_interval, cuda_aware=cuda_aware_mpi, hosts=tuple(hosts))
 
 
 def world_rank_from_env() -> int | None:
@@ -250,3 +272,4 @@ def agree(world, fn):
             sys.stderr.flush()
         raise SystemExit(2)
     return result
+
