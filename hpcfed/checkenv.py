@@ -24,6 +24,7 @@ class Check:
     status: str
     message: str
     fix: str = ""
+    detail: str = ""  # what this rank found, compared across nodes (the dataset listing); not printed
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,39 @@ def check_devices(world, hosts: list[str], client_index: int, requested: str) ->
     return Check("devices", OK, placement)
 
 
+def check_nodes(per_rank: list[list[Check]], hosts: list[str]) -> Check:
+    """Each node: its ranks, the dataset listing it sees and its free disk; FAIL when the nodes see different
+    listings (train would stop at its listing check, naming the host)."""
+    from hpcfed.runtime.mpi import ranks_on_hosts
+
+    def found(checks: list[Check], name: str) -> Check | None:
+        return next((c for c in checks if c.name == name), None)
+
+    lines, listings = [], {}
+    for host in dict.fromkeys(hosts):
+        ranks = [r for r, h in enumerate(hosts) if h == host]
+        first = per_rank[ranks[0]]
+        dataset, disk = found(first, "dataset"), found(first, "disk")
+        parts = [f"{host}: rank{'s' if len(ranks) > 1 else ''} {' '.join(map(str, ranks))}"
+                 + (" (server)" if 0 in ranks else "")]
+        if dataset is not None:
+            parts.append(f"dataset {dataset.detail}" if dataset.detail else f"dataset {dataset.status}")
+        if disk is not None:
+            parts.append(disk.message)
+        lines.append("; ".join(parts))
+        for r in ranks:
+            listing = found(per_rank[r], "dataset")
+            if listing is not None and listing.detail:
+                listings.setdefault(listing.detail, []).append(r)
+    summary = f"{len(lines)} node(s)" + (", the same dataset listing on each" if len(lines) > 1 and listings else "")
+    if len(listings) > 1:
+        differ = "; ".join(f"{ranks_on_hosts(ranks, hosts)}: {listing}" for listing, ranks in listings.items())
+        return Check("nodes", FAIL, f"the nodes see different dataset listings ({differ})\n" + "\n".join(lines),
+                     "every node must see the same files under the data root: compare that folder on the hosts "
+                     "named (a file missing, added or renamed on one of them)")
+    return Check("nodes", OK, summary + "\n" + "\n".join(lines))
+
+
 def check_h5py() -> Check:
     import h5py
 
@@ -251,7 +285,8 @@ def check_dataset(cfg) -> Check:
         return Check("dataset", FAIL, str(e), "point data.root at a copy of the dataset that every node can read "
                      "(for the offline sets: run 'make data' once)")
     return Check("dataset", OK, f"{cfg.data.dataset} at {listing.root}: {len(listing)} samples, "
-                 f"{len(listing.class_names)} classes, {len(listing.domain_names)} domains")
+                 f"{len(listing.class_names)} classes, {len(listing.domain_names)} domains",
+                 detail=f"{len(listing)} samples, listing {listing.digest()}")
 
 
 def check_split_file(cfg) -> Check:
@@ -316,16 +351,18 @@ def local_checks(config_path: str | None, overrides: list[str]) -> tuple[object,
     return cfg, [*checks, _guarded("disk", lambda: check_disk(cfg)), check_threads()]
 
 
-def merge(per_rank: list[list[Check]]) -> list[Check]:
-    """One Check per name: the worst over the ranks, naming the ranks when not all of them share it. By name,
-    because a rank whose config failed to load skips the checks that need it."""
+def merge(per_rank: list[list[Check]], hosts: list[str]) -> list[Check]:
+    """One Check per name: the worst over the ranks, naming the ranks and their hosts when not all of them share
+    it. By name, because a rank whose config failed to load skips the checks that need it."""
+    from hpcfed.runtime.mpi import ranks_on_hosts
+
     merged = []
     for name in dict.fromkeys(c.name for checks in per_rank for c in checks):
         same = [(rank, c) for rank, checks in enumerate(per_rank) for c in checks if c.name == name]
         worst = max((c for _, c in same), key=lambda c: SEVERITY[c.status])
         ranks = [rank for rank, c in same if c.status == worst.status]
         if worst.status != OK and len(ranks) < len(per_rank):
-            worst = replace(worst, message=f"{worst.message} (on rank {', '.join(map(str, ranks))})")
+            worst = replace(worst, message=f"{worst.message} ({ranks_on_hosts(ranks, hosts)})")
         merged.append(worst)
     return merged
 
@@ -393,7 +430,8 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
     # Singletons each think they are rank 0: only the launcher's rank 0 prints.
     if per_rank is None or launcher.rank not in (None, 0):
         return None, None, 0  # the reporting rank's exit code speaks for the job
-    merged = merge(per_rank)
-    report = [*merged[:2], devices, *merged[2:]]
+    merged = merge(per_rank, hosts)
+    report = [*merged[:2], check_nodes(per_rank, hosts), devices, *merged[2:]]
     code = int(any(c.status == FAIL for c in report))
-    return format_report(f"{header}, {world.Get_size()} rank(s)", report), verdict(report), code
+    nodes = len(set(hosts))
+    return format_report(f"{header}, {world.Get_size()} rank(s) on {nodes} node(s)", report), verdict(report), code

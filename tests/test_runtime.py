@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from hpcfed.rng import Stream, generator, sample_clients
 from hpcfed.runtime import place_clients, world_rank_from_env
-from hpcfed.runtime.mpi import choose_device, node_layout
+from hpcfed.runtime.mpi import choose_device, node_layout, ranks_on_hosts
 
 
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=60), st.integers(1, 12))
@@ -78,4 +78,10 @@ def test_a_client_takes_gpu_index_modulo_count_and_the_server_none():
     assert [choose_device(k, False, "auto", 2) for k in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
     assert choose_device(0, True, "auto", 2) == "cpu"
     assert choose_device(1, False, "cpu", 2) == choose_device(1, False, "auto", 0) == "cpu"
+
+
+def test_failures_are_located_by_rank_and_host():
+    hosts = ["n1", "n1", "n2", "n2", "n3"]
+    assert ranks_on_hosts([2, 3], hosts) == "ranks 2, 3 on n2"
+    assert ranks_on_hosts([1, 4], hosts) == "rank 1 on n1; rank 4 on n3"
 

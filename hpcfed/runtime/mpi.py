@@ -229,10 +229,11 @@ def abort_on_error(world):
         text = f"error: {e}" if isinstance(e, UserError) else traceback.format_exc()
         rank = world.Get_rank()
         if isinstance(e, UserError):
-            sys.stderr.write(f"hpcfed (rank {rank}): {text}\n")
+            sys.stderr.write(f"hpcfed (rank {rank} on {socket.gethostname()}): {text}\n")
             sys.stderr.flush()
         elif not isinstance(e, RemoteRankFailed):
-            sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed; aborting the job\n{text}")
+            sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed on {socket.gethostname()}; aborting "
+                             f"the job\n{text}")
             sys.stderr.flush()
         if rank != SERVER:
             # Let the server store the message in the run file; it aborts the job once it has (a few seconds).
@@ -245,8 +246,9 @@ def abort_on_error(world):
 
 
 def agree(world, fn):
-    """Run `fn` on every rank; if it fails on any, all ranks stop cleanly and rank 0 reports the first failure.
-    Used for set-up steps (validation, data listing, splits) so bad input never hangs the other ranks."""
+    """Run `fn` on every rank; if it fails on any, all ranks stop cleanly and rank 0 reports the first failure, with
+    the ranks and hosts it failed on unless it failed everywhere. Used for set-up steps (validation, data listing,
+    splits) so bad input never hangs the other ranks."""
     try:
         result, error = fn(), None
     except Stopped:
@@ -255,9 +257,9 @@ def agree(world, fn):
         result, error = None, f"error: {e}"
     except Exception:
         result, error = None, traceback.format_exc()
-    gathered = world.allgather((error, stop_in_setup()))
-    failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e]
-    stopped = [s for _, s in gathered if s]
+    gathered = world.allgather((error, stop_in_setup(), socket.gethostname()))
+    failed = [(rank, e) for rank, (e, _, _) in enumerate(gathered) if e]
+    stopped = [s for _, s, _ in gathered if s]
     if stopped and not failed:
         if world.Get_rank() == SERVER:
             sys.stderr.write(f"hpcfed: stopped by {stopped[0]} during set-up, before this job ran a round (nothing new "
@@ -266,10 +268,19 @@ def agree(world, fn):
         raise SystemExit(EXIT_STOPPED)
     if failed:
         if world.Get_rank() == SERVER:
-            rank, message = failed[0]
-            where = "" if len(failed) == world.Get_size() else f" (on rank {rank})"
+            _, message = failed[0]
+            hosts = [host for _, _, host in gathered]
+            where = "" if len(failed) == world.Get_size() else f" ({ranks_on_hosts([r for r, _ in failed], hosts)})"
             sys.stderr.write(f"hpcfed{where}: {message}\n")
             sys.stderr.flush()
         raise SystemExit(2)
     return result
 
+
+def ranks_on_hosts(ranks: list[int], hosts: list[str]) -> str:
+    """'rank 2 on n2', 'ranks 2, 3 on n2; rank 5 on n3': where something happened, by host (`hosts[rank]`)."""
+    by_host: dict[str, list[int]] = {}
+    for rank in ranks:
+        by_host.setdefault(hosts[rank], []).append(rank)
+    return "; ".join(f"rank{'s' if len(on_host) > 1 else ''} {', '.join(map(str, on_host))} on {host}"
+                     for host, on_host in by_host.items())

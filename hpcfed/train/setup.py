@@ -125,9 +125,10 @@ def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resum
 
 def _same_listing(listing: Listing, splits: Splits) -> None:
     if listing.digest() != splits.listing_digest:
-        raise DataError(f"this rank sees a different dataset listing ({listing.digest()}) than the one the splits "
-                        f"were made from ({splits.listing_digest}); every node must see the same files under "
-                        f"{listing.root}")
+        raise DataError(f"host {socket.gethostname()} sees a different dataset listing ({listing.digest()}, "
+                        f"{len(listing)} samples) than the one the splits were made from ({splits.listing_digest}); "
+                        f"every node must see the same files under {listing.root}: compare that folder on this host "
+                        "with the server's (hpcfed check-env under the same launch names each node's listing)")
 
 
 def shared_splits(cfg: Config, rt: Runtime, listing: Listing, overwrite: bool, resuming: bool
