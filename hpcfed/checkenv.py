@@ -391,13 +391,9 @@ def verdict(checks: list[Check]) -> str | None:
 
 
 def _mpi_not_started():
-    import mpi4py
+    from hpcfed.runtime.mpi import mpi_not_started
 
-    if "mpi4py.MPI" not in sys.modules:  # a test process may have started MPI already
-        mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
-    from mpi4py import MPI
-
-    return MPI
+    return mpi_not_started()
 
 
 def run_checks(config_path: str | None, overrides: list[str] | None = None
@@ -417,11 +413,16 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
         checks = [launch, *checks]
         return format_report(f"{header}\n  (MPI not started: rank and device checks skipped)", checks), \
             verdict(checks), 1
-    if not MPI.Is_initialized():
-        MPI.Init_thread()
-    world = MPI.COMM_WORLD
+    from hpcfed.runtime.mpi import mpich_netmod, start_mpi
+
+    netmod = None if MPI.Is_initialized() else mpich_netmod(os.environ, version)
+    world = start_mpi().COMM_WORLD
     cfg, checks = local_checks(config_path, overrides)
-    checks = [check_world(launcher, world.Get_size(), version), check_ranks(cfg, world.Get_size()), *checks]
+    launch = check_world(launcher, world.Get_size(), version)
+    if netmod is not None:
+        launch = replace(launch, message=f"{launch.message}, {netmod} netmod (UCX cannot start over pmi2 across "
+                         "nodes)")
+    checks = [launch, check_ranks(cfg, world.Get_size()), *checks]
     from hpcfed.runtime.mpi import node_layout
 
     hosts, _, client_index = node_layout(world)

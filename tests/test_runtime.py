@@ -1,5 +1,5 @@
 """Pieces of the runtime that need no launcher: client placement, sampling, seed streams, the node layout and
-device of a rank."""
+device of a rank, MPICH's netmod for a launch."""
 
 import numpy as np
 from hypothesis import given
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from hpcfed.rng import Stream, generator, sample_clients
 from hpcfed.runtime import place_clients, world_rank_from_env
-from hpcfed.runtime.mpi import choose_device, node_layout, ranks_on_hosts
+from hpcfed.runtime.mpi import choose_device, mpich_netmod, node_layout, ranks_on_hosts
 
 
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=60), st.integers(1, 12))
@@ -85,3 +85,15 @@ def test_failures_are_located_by_rank_and_host():
     assert ranks_on_hosts([2, 3], hosts) == "ranks 2, 3 on n2"
     assert ranks_on_hosts([1, 4], hosts) == "rank 1 on n1; rank 4 on n3"
 
+
+PYPI_MPICH = "MPICH Version:      5.0.2\nMPICH Device:       ch4:ucx ofi\n"
+PMI2_STEP_ON_TWO_NODES = {"PMI_FD": "11", "PMI_RANK": "0", "PMI_SIZE": "4", "SLURM_STEP_NUM_NODES": "2"}
+
+
+def test_mpich_takes_ofi_for_a_pmi2_step_over_several_nodes_only():
+    assert mpich_netmod(PMI2_STEP_ON_TWO_NODES, PYPI_MPICH) == "ofi"
+    assert mpich_netmod({**PMI2_STEP_ON_TWO_NODES, "SLURM_STEP_NUM_NODES": "1"}, PYPI_MPICH) is None
+    assert mpich_netmod({**PMI2_STEP_ON_TWO_NODES, "MPI_LOCALNRANKS": "2"}, PYPI_MPICH) is None  # hydra
+    assert mpich_netmod({**PMI2_STEP_ON_TWO_NODES, "MPIR_CVAR_CH4_NETMOD": "ucx"}, PYPI_MPICH) is None  # the user's
+    assert mpich_netmod(PMI2_STEP_ON_TWO_NODES, "MPICH Version: 4.1\nMPICH Device: ch4:ucx\n") is None  # no OFI
+    assert mpich_netmod(PMI2_STEP_ON_TWO_NODES, "Open MPI v4.1.4, package: Debian") is None

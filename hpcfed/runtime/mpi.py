@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -183,12 +184,48 @@ def mpi_reports_cuda() -> bool | None:
     return bool(query()) if query else None
 
 
-def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001,
-                 cuda_aware_mpi: bool = False) -> Runtime:
+def mpich_netmod(env: Mapping[str, str], library_version: str) -> str | None:
+    """The netmod an MPICH built with both UCX and OFI must use for this launch, where its default (UCX) cannot
+    start it: a step of Slurm's pmi2 plugin over several nodes. MPI_Init then exchanges the node roots' UCX
+    addresses through pmi2 as values of several segments, which arrive cut whenever MPICH's encoding of the
+    padding after the address comes out long (slurmstepd: "mpi/pmi2: value not properly terminated in client
+    request", then "UCX ERROR failed to unpack address" and MPI_Init aborts or hangs). Measured with the PyPI mpich
+    5.0.2 under Slurm 22.05 on two nodes: 2 to 4 of 6 starts of `hpcfed train` failed, none with OFI, whose
+    address fits one value; hydra's mpiexec is not affected. None keeps the library's choice: one node, another
+    launcher or MPI, or MPIR_CVAR_CH4_NETMOD set by the user."""
+    device = next((line for line in library_version.splitlines() if line.startswith("MPICH Device:")), "")
+    if "ucx" not in device or "ofi" not in device or "MPIR_CVAR_CH4_NETMOD" in env:
+        return None
+    slurm_pmi2 = "PMI_FD" in env and "MPI_LOCALNRANKS" not in env  # hydra's proxy alone sets MPI_LOCALNRANKS
+    nodes = env.get("SLURM_STEP_NUM_NODES", "")
+    return "ofi" if slurm_pmi2 and nodes.isdigit() and int(nodes) > 1 else None
+
+
+def mpi_not_started():
+    """mpi4py's MPI module, imported without starting MPI (`start_mpi` does, once the netmod is chosen)."""
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:  # a test process may have started MPI already
+        mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
     from mpi4py import MPI
 
-    if not MPI.Is_initialized():  # `hpcfed train` checks the launcher with MPI loaded but not yet started
+    return MPI
+
+
+def start_mpi():
+    """MPI_Init_thread (unless MPI runs already) with the netmod `mpich_netmod` asks for; the MPI module."""
+    MPI = mpi_not_started()
+    if not MPI.Is_initialized():
+        netmod = mpich_netmod(os.environ, MPI.Get_library_version())
+        if netmod is not None:
+            os.environ["MPIR_CVAR_CH4_NETMOD"] = netmod  # read by MPICH in MPI_Init
         MPI.Init_thread()
+    return MPI
+
+
+def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001,
+                 cuda_aware_mpi: bool = False) -> Runtime:
+    MPI = start_mpi()  # `hpcfed train` checks the launcher with MPI loaded but not yet started
     world = MPI.COMM_WORLD
     hosts, local_rank, client_index = node_layout(world)
     import torch

@@ -280,6 +280,8 @@ def collect_env(cfg: Config, rt: Runtime, placement: list[list[int]]) -> dict:
         "hostnames": list(rt.hosts), "local_ranks": np.array([local for local, _ in ranks]),
         "devices": [device for _, device in ranks], "nodes": list(dict.fromkeys(rt.hosts)),
         "placement": str(placement),  # clients of each client rank
+        # MPICH's network module when the user or hpcfed chose it (runtime.mpich_netmod)
+        **({"mpich_netmod": os.environ["MPIR_CVAR_CH4_NETMOD"]} if "MPIR_CVAR_CH4_NETMOD" in os.environ else {}),
         "server_pid": os.getpid(),  # lets `hpcfed status` on the server's host tell a killed job from a slow one
     }
 
