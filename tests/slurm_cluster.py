@@ -215,6 +215,7 @@ class SlurmCluster:
         files = self.daemon_pid_files()
         stop_pids([pid for pid in (_daemon_pid(path, name) for path, name in files[:-1]) if pid])
         stop_pids([pid for pid in [_daemon_pid(*files[-1])] if pid])
+        self.remove_mpich_segments()
         self.timings["down"] = time.monotonic() - started
 
     def logs(self, lines: int = 30) -> str:
@@ -228,18 +229,27 @@ class SlurmCluster:
         if done.returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr}\n{self.logs()}")
 
-    def remove_mpich_segments(self, jobs: int = 2000) -> int:
-        """Delete the /dev/shm segments MPICH left for this cluster's job ids (the Epilog's work, for jobs whose
-        Epilog never ran); other segments, e.g. of other clusters, are not touched. How many were removed."""
+    def mpich_segments(self, jobs: int = 500) -> list[Path]:
+        """The /dev/shm segments MPICH left for this cluster's job ids (steps 0-63 of its first `jobs` jobs); never
+        those of other clusters."""
         names = {fnv1a(f"{job}.{step}") for job in range(self.first_job_id, self.first_job_id + jobs)
                  for step in range(64)}
-        removed = 0
+        found = []
         for path in Path("/dev/shm").iterdir():
             prefix = next((p for p in MPICH_SEGMENT_PREFIXES if path.name.startswith(p)), None)
             if prefix and path.name[len(prefix):].split("_")[0] in names:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+                found.append(path)
+        return found
+
+    def remove_mpich_segments(self) -> None:
+        """The Epilog's work, for jobs whose Epilog never ran (the cluster went down under them)."""
+        for path in self.mpich_segments():
+            path.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[str]:
+        """What `down` should have removed and did not."""
+        daemons = [f"{name} (pid {pid})" for path, name in self.daemon_pid_files() if (pid := _daemon_pid(path, name))]
+        return daemons + [str(path) for path in self.mpich_segments()]
 
     # --- using it -------------------------------------------------------------------------------
     def run(self, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
@@ -338,7 +348,7 @@ def state_directory(prefix: str) -> Path:
 
 def serve(cluster: SlurmCluster, what: str):
     """The body of a session fixture: bring `cluster` up (a failure is a test failure: it could have come up),
-    yield it, and always take it down and remove its state."""
+    yield it, and always take it down and remove its state; anything left behind fails the last test."""
     try:
         cluster.up()
     except (RuntimeError, subprocess.TimeoutExpired) as error:
@@ -350,8 +360,11 @@ def serve(cluster: SlurmCluster, what: str):
         yield cluster
     finally:
         cluster.down()
-        report(f"{what} down in {cluster.timings['down']:.1f}s")
+        left = cluster.leftovers()
+        report(f"{what} down in {cluster.timings['down']:.1f}s" + (f", LEFT BEHIND: {left}" if left else ""))
         shutil.rmtree(cluster.root, ignore_errors=True)
+    if left:
+        pytest.fail(f"{what} left behind after tear-down: {', '.join(left)}")
 
 
 @pytest.fixture(scope="session", name="slurm")

@@ -127,6 +127,10 @@ class TwoNodeCluster(SlurmCluster):
         self.remove_mpich_segments()
         self.timings["down"] = time.monotonic() - started
 
+    def leftovers(self) -> list[str]:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        return super().leftovers() + [f"namespace {name}" for name in self.all_namespaces() if name in listed]
+
     def _cancel_jobs(self) -> None:
         jobs = self.run("squeue", "-h", "-o", "%i", timeout=20).stdout.split()
         if not jobs:
