@@ -413,7 +413,7 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
         checks = [launch, *checks]
         return format_report(f"{header}\n  (MPI not started: rank and device checks skipped)", checks), \
             verdict(checks), 1
-    from hpcfed.runtime.mpi import mpich_netmod, start_mpi
+    from hpcfed.runtime.mpi import mpich_netmod, node_layout, start_mpi
 
     netmod = None if MPI.Is_initialized() else mpich_netmod(os.environ, version)
     world = start_mpi().COMM_WORLD
@@ -423,8 +423,6 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
         launch = replace(launch, message=f"{launch.message}, {netmod} netmod (UCX cannot start over pmi2 across "
                          "nodes)")
     checks = [launch, check_ranks(cfg, world.Get_size()), *checks]
-    from hpcfed.runtime.mpi import node_layout
-
     hosts, _, client_index = node_layout(world)
     devices = check_devices(world, hosts, client_index, cfg.runtime.device if cfg else "auto")
     per_rank = world.gather(checks)

@@ -187,12 +187,12 @@ def mpi_reports_cuda() -> bool | None:
 def mpich_netmod(env: Mapping[str, str], library_version: str) -> str | None:
     """The netmod an MPICH built with both UCX and OFI must use for this launch, where its default (UCX) cannot
     start it: a step of Slurm's pmi2 plugin over several nodes. MPI_Init then exchanges the node roots' UCX
-    addresses through pmi2 as values of several segments, which arrive cut whenever MPICH's encoding of the
-    padding after the address comes out long (slurmstepd: "mpi/pmi2: value not properly terminated in client
-    request", then "UCX ERROR failed to unpack address" and MPI_Init aborts or hangs). Measured with the PyPI mpich
-    5.0.2 under Slurm 22.05 on two nodes: 2 to 4 of 6 starts of `hpcfed train` failed, none with OFI, whose
-    address fits one value; hydra's mpiexec is not affected. None keeps the library's choice: one node, another
-    launcher or MPI, or MPIR_CVAR_CH4_NETMOD set by the user."""
+    addresses through pmi2 as values of several segments, and slurmstepd receives them broken ("mpi/pmi2: value
+    not properly terminated in client request"; the values carried heap bytes from beyond the address), so
+    MPICH fails with "UCX ERROR failed to unpack address" or hangs, depending on the process's memory layout.
+    Measured with the PyPI mpich 5.0.2 under Slurm 22.05 on two nodes: 2 to 4 of 6 starts of `hpcfed train`
+    failed; none with OFI (one short address), none under hydra's mpiexec. None keeps the library's choice: one
+    node, another launcher or MPI, or MPIR_CVAR_CH4_NETMOD set by the user."""
     device = next((line for line in library_version.splitlines() if line.startswith("MPICH Device:")), "")
     if "ucx" not in device or "ofi" not in device or "MPIR_CVAR_CH4_NETMOD" in env:
         return None
