@@ -74,6 +74,12 @@ compare-update: data
 	done; done; done
 	$(BIN)/hpcfed report runs/compare-update/*.h5 --plots runs/compare-update/plots
 
+# Every multi-node test on a two-node SLURM cluster in network namespaces (tests/test_multinode.py; root, Linux);
+# `make test` runs only its one short job.
+.PHONY: test-multinode
+test-multinode: data
+	HPCFED_MULTINODE=full $(BIN)/python -m pytest -q --durations=0 -m multinode tests/test_multinode.py
+
 # Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
 # runs/bench/bench.md and bench.json. BENCH_ARGS="--skip flower" leaves the Flower peer out.
 BENCH_ARGS ?=

@@ -24,6 +24,7 @@ class Check:
     status: str
     message: str
     fix: str = ""
+    detail: str = ""  # what this rank found, compared across nodes (the dataset listing); not printed
 
 
 @dataclass(frozen=True)
@@ -140,49 +141,72 @@ def check_ranks(cfg, world_size: int) -> Check:
                  "clients")
 
 
-def _device_for(client_index: int, is_server: bool, requested: str, gpus: int) -> str:
-    """The choice of hpcfed.runtime.bind_device, without binding anything."""
-    if is_server or requested == "cpu" or gpus == 0:
-        return "cpu"
-    return f"cuda:{client_index % gpus}"
-
-
 def _visible_gpus() -> int:
-    try:
-        import torch
+    from hpcfed.runtime.mpi import visible_gpus
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        return visible_gpus()
     except Exception:  # a broken CUDA set-up must not leave this rank out of the collective below
         return 0
 
 
-def check_devices(world, requested: str) -> Check | None:
-    """Collective: hosts, ranks per host and each rank's device; the Check on rank 0, None elsewhere."""
-    from mpi4py import MPI
+def check_devices(world, hosts: list[str], client_index: int, requested: str) -> Check | None:
+    """Collective: ranks per host and each rank's device, as hpcfed.runtime binds them (`hosts`, `client_index`:
+    hpcfed.runtime.node_layout); the Check on rank 0, None elsewhere."""
+    from hpcfed.runtime.mpi import choose_device
 
     rank = world.Get_rank()
-    node = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-    server_here = node.allreduce(int(rank == 0))  # as in init_runtime: client k of a node gets GPU k
-    client_index = node.Get_rank() - server_here
-    node.Free()
     gpus = _visible_gpus()
-    rows = world.gather((MPI.Get_processor_name(), rank, _device_for(client_index, rank == 0, requested, gpus), gpus))
+    rows = world.gather((rank, choose_device(client_index, rank == 0, requested, gpus), gpus))
     if rows is None:
         return None
-    hosts: dict[str, list] = {}
-    for host, r, device, host_gpus in rows:
-        hosts.setdefault(host, []).append((r, device, host_gpus))
+    by_host: dict[str, list] = {}
+    for r, device, host_gpus in rows:
+        by_host.setdefault(hosts[r], []).append((r, device, host_gpus))
     placement = "; ".join(f"{host}: {len(ranks)} rank(s), {ranks[0][2]} GPU(s), " + " ".join(
-        f"{r}->{device}" for r, device, _ in ranks) for host, ranks in hosts.items())
-    if requested == "cuda" and any(g == 0 for _, r, _, g in rows if r != 0):
+        f"{r}->{device}" for r, device, _ in ranks) for host, ranks in by_host.items())
+    if requested == "cuda" and any(g == 0 for r, _, g in rows if r != 0):
         return Check("devices", FAIL, f"runtime.device is cuda but a client rank sees no GPU ({placement})",
                      "use runtime.device: auto, or run on GPU nodes")
-    crowded = [host for host, ranks in hosts.items() if 0 < ranks[0][2] < sum(r != 0 for r, _, _ in ranks)]
+    crowded = [host for host, ranks in by_host.items() if 0 < ranks[0][2] < sum(r != 0 for r, _, _ in ranks)]
     if crowded:
         return Check("devices", WARN, f"more client ranks than GPUs on {', '.join(crowded)}, so they share GPUs "
                      f"({placement})", "launch at most one client rank per GPU per node (e.g. "
                      "--ntasks-per-node=GPUs, plus one on the server's node), or accept the sharing")
     return Check("devices", OK, placement)
+
+
+def check_nodes(per_rank: list[list[Check]], hosts: list[str]) -> Check:
+    """Each node: its ranks, the dataset listing it sees and its free disk; FAIL when the nodes see different
+    listings (train would stop at its listing check, naming the host)."""
+    from hpcfed.runtime.mpi import ranks_on_hosts
+
+    def found(checks: list[Check], name: str) -> Check | None:
+        return next((c for c in checks if c.name == name), None)
+
+    lines, listings = [], {}
+    for host in dict.fromkeys(hosts):
+        ranks = [r for r, h in enumerate(hosts) if h == host]
+        first = per_rank[ranks[0]]
+        dataset, disk = found(first, "dataset"), found(first, "disk")
+        parts = [f"{host}: rank{'s' if len(ranks) > 1 else ''} {' '.join(map(str, ranks))}"
+                 + (" (server)" if 0 in ranks else "")]
+        if dataset is not None:
+            parts.append(f"dataset {dataset.detail}" if dataset.detail else f"dataset {dataset.status}")
+        if disk is not None:
+            parts.append(disk.message)
+        lines.append("; ".join(parts))
+        for r in ranks:
+            listing = found(per_rank[r], "dataset")
+            if listing is not None and listing.detail:
+                listings.setdefault(listing.detail, []).append(r)
+    summary = f"{len(lines)} node(s)" + (", the same dataset listing on each" if len(lines) > 1 and listings else "")
+    if len(listings) > 1:
+        differ = "; ".join(f"{ranks_on_hosts(ranks, hosts)}: {listing}" for listing, ranks in listings.items())
+        return Check("nodes", FAIL, f"the nodes see different dataset listings ({differ})\n" + "\n".join(lines),
+                     "every node must see the same files under the data root: compare that folder on the hosts "
+                     "named (a file missing, added or renamed on one of them)")
+    return Check("nodes", OK, summary + "\n" + "\n".join(lines))
 
 
 def check_h5py() -> Check:
@@ -261,7 +285,8 @@ def check_dataset(cfg) -> Check:
         return Check("dataset", FAIL, str(e), "point data.root at a copy of the dataset that every node can read "
                      "(for the offline sets: run 'make data' once)")
     return Check("dataset", OK, f"{cfg.data.dataset} at {listing.root}: {len(listing)} samples, "
-                 f"{len(listing.class_names)} classes, {len(listing.domain_names)} domains")
+                 f"{len(listing.class_names)} classes, {len(listing.domain_names)} domains",
+                 detail=f"{len(listing)} samples, listing {listing.digest()}")
 
 
 def check_split_file(cfg) -> Check:
@@ -326,16 +351,18 @@ def local_checks(config_path: str | None, overrides: list[str]) -> tuple[object,
     return cfg, [*checks, _guarded("disk", lambda: check_disk(cfg)), check_threads()]
 
 
-def merge(per_rank: list[list[Check]]) -> list[Check]:
-    """One Check per name: the worst over the ranks, naming the ranks when not all of them share it. By name,
-    because a rank whose config failed to load skips the checks that need it."""
+def merge(per_rank: list[list[Check]], hosts: list[str]) -> list[Check]:
+    """One Check per name: the worst over the ranks, naming the ranks and their hosts when not all of them share
+    it. By name, because a rank whose config failed to load skips the checks that need it."""
+    from hpcfed.runtime.mpi import ranks_on_hosts
+
     merged = []
     for name in dict.fromkeys(c.name for checks in per_rank for c in checks):
         same = [(rank, c) for rank, checks in enumerate(per_rank) for c in checks if c.name == name]
         worst = max((c for _, c in same), key=lambda c: SEVERITY[c.status])
         ranks = [rank for rank, c in same if c.status == worst.status]
         if worst.status != OK and len(ranks) < len(per_rank):
-            worst = replace(worst, message=f"{worst.message} (on rank {', '.join(map(str, ranks))})")
+            worst = replace(worst, message=f"{worst.message} ({ranks_on_hosts(ranks, hosts)})")
         merged.append(worst)
     return merged
 
@@ -364,13 +391,9 @@ def verdict(checks: list[Check]) -> str | None:
 
 
 def _mpi_not_started():
-    import mpi4py
+    from hpcfed.runtime.mpi import mpi_not_started
 
-    if "mpi4py.MPI" not in sys.modules:  # a test process may have started MPI already
-        mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
-    from mpi4py import MPI
-
-    return MPI
+    return mpi_not_started()
 
 
 def run_checks(config_path: str | None, overrides: list[str] | None = None
@@ -390,17 +413,24 @@ def run_checks(config_path: str | None, overrides: list[str] | None = None
         checks = [launch, *checks]
         return format_report(f"{header}\n  (MPI not started: rank and device checks skipped)", checks), \
             verdict(checks), 1
-    if not MPI.Is_initialized():
-        MPI.Init_thread()
-    world = MPI.COMM_WORLD
+    from hpcfed.runtime.mpi import mpich_netmod, node_layout, start_mpi
+
+    netmod = None if MPI.Is_initialized() else mpich_netmod(os.environ, version)
+    world = start_mpi().COMM_WORLD
     cfg, checks = local_checks(config_path, overrides)
-    checks = [check_world(launcher, world.Get_size(), version), check_ranks(cfg, world.Get_size()), *checks]
-    devices = check_devices(world, cfg.runtime.device if cfg else "auto")
+    launch = check_world(launcher, world.Get_size(), version)
+    if netmod is not None:
+        launch = replace(launch, message=f"{launch.message}, {netmod} netmod (UCX cannot start over pmi2 across "
+                         "nodes)")
+    checks = [launch, check_ranks(cfg, world.Get_size()), *checks]
+    hosts, _, client_index = node_layout(world)
+    devices = check_devices(world, hosts, client_index, cfg.runtime.device if cfg else "auto")
     per_rank = world.gather(checks)
     # Singletons each think they are rank 0: only the launcher's rank 0 prints.
     if per_rank is None or launcher.rank not in (None, 0):
         return None, None, 0  # the reporting rank's exit code speaks for the job
-    merged = merge(per_rank)
-    report = [*merged[:2], devices, *merged[2:]]
+    merged = merge(per_rank, hosts)
+    report = [*merged[:2], check_nodes(per_rank, hosts), devices, *merged[2:]]
     code = int(any(c.status == FAIL for c in report))
-    return format_report(f"{header}, {world.Get_size()} rank(s)", report), verdict(report), code
+    nodes = len(set(hosts))
+    return format_report(f"{header}, {world.Get_size()} rank(s) on {nodes} node(s)", report), verdict(report), code

@@ -2,7 +2,8 @@
 
 Layout (the contract between train, status and report):
   /config                 resolved config as YAML text (of the latest start, when resumed); attrs: hash
-  /env                    attrs: versions, MPI library, git commit, hosts, devices, ranks, client placement
+  /env                    attrs: versions, MPI library, git commit, world_size, per rank: hostnames, local_ranks
+                          (index among the ranks of its host), devices; nodes (each host once), client placement
   /splits                 written by `hpcfed split` (or train): attrs: split_hash, scheme, seed, listing_digest,
                           partitioner parameters; class_names, domain_names, client_domain [C],
                           clients/<i>/{train,val,test,...} index arrays into the dataset listing,
@@ -27,7 +28,7 @@ Layout (the contract between train, status and report):
   /final/{selected,last,zeroshot}/domain_mean/<name>  [domain] mean over the clients of each domain (+ domain_std)
   /progress/rounds_done   rows of /metrics that are valid
   /status                 running | finished | failed | interrupted (checkpointed on a signal; resume it)
-                          attrs: resumes (JSON list of {round, world_size}, one per resumed start)
+                          attrs: resumes (JSON list of {round, world_size, nodes}, one per resumed start)
   /error, /error_rank     on failure: the failing rank's traceback (last 4000 bytes) and its rank; "" and -1
 Every dataset is created up front: SWMR forbids creating objects once readers may be attached. The per-round
 datasets (PER_ROUND_GROUPS) can grow along the round axis: a resumed run may be given more rounds."""
@@ -230,11 +231,12 @@ class RunWriter:
         return cls(path, f)
 
     @classmethod
-    def reopen(cls, path: Path, rows: int, world_size: int, rounds: int, config_yaml: str, config_hash: str
-               ) -> RunWriter:
+    def reopen(cls, path: Path, rows: int, world_size: int, rounds: int, config_yaml: str, config_hash: str,
+               nodes: list[str] | None = None) -> RunWriter:
         """Reopen a run file to continue after a checkpoint of `rows` rounds, for `rounds` rounds in all (more
         or fewer than it was made for): later rows are dropped (NaN), since the rounds after the checkpoint
-        will be run again. /config becomes the resumed config, whose `rounds` may differ."""
+        will be run again. /config becomes the resumed config, whose `rounds` may differ. The resumed start is
+        recorded with its world size and `nodes` (/env keeps those of the first start)."""
         _rewrite(Path(path))
         f = h5py.File(path, "r+", libver="latest")
         if "metrics" not in f:
@@ -254,7 +256,8 @@ class RunWriter:
             timing = f[f"timing/{phase}"]
             timing.resize(max(timing.shape[1], world_size), axis=1)
         status = f["status"]
-        resumes = json.loads(status.attrs.get("resumes", "[]")) + [{"round": rows, "world_size": world_size}]
+        resumed = {"round": rows, "world_size": world_size, **({"nodes": nodes} if nodes is not None else {})}
+        resumes = json.loads(status.attrs.get("resumes", "[]")) + [resumed]
         status.attrs["resumes"] = json.dumps(resumes)
         f["error"][()], f["error_rank"][()] = "", -1
         status[()] = "running"

@@ -12,6 +12,29 @@ import pytest
 import yaml
 from PIL import Image
 
+# The SLURM clusters and the single-node demo job, imported here once so that every test module shares them (a
+# fixture imported into two test modules is two fixtures: two clusters, two reference jobs).
+from slurm_cluster import demo_job, slurm_cluster  # noqa: F401
+from slurm_multinode import slurm_two_nodes  # noqa: F401
+
+# Test files that share one SLURM cluster (a session fixture) must run on one pytest-xdist worker: two workers would
+# each start a cluster, and two slurmctld on one machine fight over ports and state. Every other file is its own unit,
+# as with `--dist loadfile`.
+SLURM_TEST_FILES = ("tests/test_slurm.py", "tests/test_multinode.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerForSlurm(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return "slurm" if path.endswith(SLURM_TEST_FILES) else path
+
+    return OneWorkerForSlurm(config, log)
+
+
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"  # the venv's own launcher: its MPI matches mpi4py's (install.md)
 HPCFED = BIN / "hpcfed"

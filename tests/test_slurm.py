@@ -1,4 +1,5 @@
-"""The job scripts in jobs/ on a real single-node SLURM (tests/slurm_cluster.py, spec/slurm.md).
+"""The job scripts in jobs/ on a real single-node SLURM (tests/slurm_cluster.py, spec/slurm.md; the fixtures `slurm`
+and `demo_job` come from there through conftest.py).
 
 The two `demo` tests run the real `hpcfed train` on configs/demo.yaml; the others swap in a stand-in
 `hpcfed` (a few lines of mpi4py) to check the scripts' exit-code protocol in seconds:
@@ -7,31 +8,28 @@ The two `demo` tests run the real `hpcfed train` on configs/demo.yaml; the other
 
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from hpcfed.data.built import data_cache_dir
-from hpcfed.results import open_run
-
 from conftest import REPO
-from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture `slurm`)
+from slurm_cluster import (
+    DEMO,
+    DEMO_RANKS,
+    DEMO_ROUNDS,
+    PYTHON,
+    TRAIN,
+    VENV,
+    job_env,
+    needs_demo_data,
+    results,
+    rounds_done,
+    wait_until,
+)
 
-PYTHON = sys.executable
-VENV = Path(sys.executable).parent.parent
-TRAIN, SWEEP, MPIRUN = (str(REPO / "jobs" / name) for name in ("train.sbatch", "sweep.sbatch", "mpirun.sh"))
-DEMO_RANKS = 4
-DEMO_ROUNDS = 3  # the signal comes once round 1 is written and must land before the last round starts
-# The demo on half its domains and clients (the jobs are what is tested): a few seconds per round on 2 cores; no
-# zero-shot pass (the requeued job would pay it again for nothing).
-DEMO = (f"-o rounds={DEMO_ROUNDS} -o train.local_epochs=1 -o eval_zero_shot=false -o clients=4 "
-        "-o data.domains=[noto,twemoji]")
-needs_demo_data = pytest.mark.skipif(not (data_cache_dir() / "emoji_domains" / ".complete").exists(),
-                                     reason="Emoji-Domains not built: `make test` builds it first")
+SWEEP, MPIRUN = (str(REPO / "jobs" / name) for name in ("sweep.sbatch", "mpirun.sh"))
 
 # Stands in for `hpcfed train`: rank 0 logs world size, restart and arguments; then it finishes, fails (3), or
 # (interrupt) waits for USR1/TERM and exits 75 like a checkpointed run, finishing on the next start.
@@ -59,40 +57,6 @@ if mode == "interrupt" and not log.with_suffix(".checkpoint").exists():
 """
 
 
-def job_env(**extra: str) -> dict[str, str]:
-    """The scripts' parameters; set explicitly so a developer's own HPCFED_* settings do not leak in."""
-    return {"HPCFED_VENV": str(VENV), "HPCFED_LAUNCHER": "srun", "OVERRIDES": "", **extra}
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.5)
-
-
-def rounds_done(run_file: Path) -> int:
-    """/progress/rounds_done of a run file being written (0 while it does not exist or is being created)."""
-    try:
-        with open_run(run_file) as f:
-            return int(f["progress/rounds_done"][()])
-    except (OSError, KeyError):
-        return 0
-
-
-def results(run_file: Path) -> dict[str, np.ndarray]:
-    """Every per-client metric and every /final dataset of a run file, by path."""
-    found = {}
-
-    def keep(name: str, item) -> None:
-        if isinstance(item, h5py.Dataset) and name.startswith(("metrics/client/", "final/")):
-            found[name] = item[()]
-
-    with h5py.File(run_file, "r") as f:
-        f.visititems(keep)
-    return found
-
-
 def test_node_runs_a_four_rank_pmi2_step_on_two_cores(slurm):
     world = "import sys; from mpi4py import MPI; sys.stdout.write(f'size {MPI.COMM_WORLD.size}\\n')"
     done = slurm.run("srun", "-n", "4", "--mpi=pmi2", PYTHON, "-c", world, timeout=120)
@@ -100,23 +64,9 @@ def test_node_runs_a_four_rank_pmi2_step_on_two_cores(slurm):
     assert done.stdout.split("\n").count("size 4") == 4, done.stdout  # not 4 singletons
 
 
-@pytest.fixture(scope="module")
-def demo_run(slurm, tmp_path_factory):
-    """configs/demo.yaml, made small (DEMO), as one uninterrupted train.sbatch job on DEMO_RANKS tasks."""
-    out = tmp_path_factory.mktemp("demo")
-    run_file = out / "demo.h5"
-    started = time.monotonic()
-    job = slurm.sbatch("-n", str(DEMO_RANKS), "-o", f"{out}/%j.out", TRAIN, cwd=REPO,
-                       env=job_env(CONFIG="configs/demo.yaml",
-                                   OVERRIDES=f"{DEMO} -o output={run_file}"))
-    info = slurm.wait(job, timeout=900)
-    sys.stderr.write(f"\n[slurm] uninterrupted demo job: {time.monotonic() - started:.0f} s\n")
-    return run_file, info, (out / f"{job}.out").read_text()
-
-
 @needs_demo_data
-def test_train_job_finishes_with_the_world_size_it_was_given(demo_run):
-    run_file, info, log = demo_run
+def test_train_job_finishes_with_the_world_size_it_was_given(demo_job):
+    run_file, info, log = demo_job.run_file, demo_job.info, demo_job.log
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log
     assert f"world size {DEMO_RANKS}" in log and "hpcfed: finished" in log, log
     with h5py.File(run_file, "r") as f:
@@ -126,8 +76,8 @@ def test_train_job_finishes_with_the_world_size_it_was_given(demo_run):
 
 
 @needs_demo_data
-def test_signalled_train_job_checkpoints_requeues_and_matches_the_uninterrupted_run(slurm, demo_run, tmp_path):
-    reference, _, _ = demo_run
+def test_signalled_train_job_checkpoints_requeues_and_matches_the_uninterrupted_run(slurm, demo_job, tmp_path):
+    reference = demo_job.run_file
     run_file = tmp_path / "demo.h5"
     # the config as a script argument, the overrides half there and half in OVERRIDES
     job = slurm.sbatch("-n", str(DEMO_RANKS), "-o", f"{tmp_path}/%j.out", TRAIN, "configs/demo.yaml",

@@ -126,7 +126,8 @@ def describe_run(path: str | Path, now: float | None = None) -> str:
             lines.append(f"error    {_failure(f)}")
         resumes = json.loads(f["status"].attrs.get("resumes", "[]"))
         if resumes:
-            starts = ", ".join(f"round {r['round'] + 1} on {r['world_size']} ranks" for r in resumes)
+            starts = ", ".join(f"round {r['round'] + 1} on {r['world_size']} ranks"
+                               + (f" of {' '.join(r['nodes'])}" if r.get("nodes") else "") for r in resumes)
             lines.append(f"resumed  {len(resumes)} time(s): {starts}")
         if "progress" in f:
             lines += _progress_lines(f, "stalled" if dead else state)

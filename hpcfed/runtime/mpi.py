@@ -4,9 +4,11 @@ the one collective that moves model state (an Allreduce of the shared buffer). K
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,6 +52,7 @@ class Runtime:
     poll_interval: float = 0.001  # seconds between tests of a pending collective; 0 blocks inside MPI
     cuda_aware: bool = False  # hand device memory to MPI directly (runtime.cuda_aware_mpi)
     published_comm: object = None  # created on first use, only by methods that publish per-client values
+    hosts: tuple[str, ...] = ()  # host name of every rank
 
     @property
     def rank(self) -> int:
@@ -136,18 +139,42 @@ class Runtime:
         return self.world.gather(obj, root=SERVER)
 
 
-def bind_device(local_rank: int, is_server: bool, requested: str) -> str:
-    """GPU = node-local client index modulo visible devices, chosen before any CUDA call; the server
-    rank takes no GPU; CPU when none is present."""
+def node_layout(world) -> tuple[list[str], int, int]:
+    """(host name of every rank, this rank's index among the ranks on its host, its client index there: one less
+    when the server shares the host). Collective. By host name, not by MPI's COMM_TYPE_SHARED split: that follows
+    the MPI library's node map, which some launches get wrong (srun -m arbitrary with pmi2 and the PyPI MPICH makes
+    every rank a node of its own, so every client rank of a node would take GPU 0)."""
+    hosts = world.allgather(socket.gethostname())
+    rank = world.Get_rank()
+    here = [r for r, host in enumerate(hosts) if host == hosts[rank]]
+    local_rank = here.index(rank)
+    return hosts, local_rank, local_rank - int(SERVER in here)
+
+
+def visible_gpus() -> int:
     import torch
 
-    if is_server or requested == "cpu" or not torch.cuda.is_available():
-        if requested == "cuda" and not is_server:
-            raise RuntimeError("runtime.device is 'cuda' but no GPU is visible on this node; use device: auto")
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def choose_device(client_index: int, is_server: bool, requested: str, gpus: int) -> str:
+    """GPU = node-local client index modulo the visible devices; the server rank takes none; CPU without GPUs."""
+    if is_server or requested == "cpu" or gpus == 0:
         return "cpu"
-    index = local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return f"cuda:{index}"
+    return f"cuda:{client_index % gpus}"
+
+
+def bind_device(client_index: int, is_server: bool, requested: str) -> str:
+    """The device of `choose_device`, made current before any other CUDA call."""
+    gpus = visible_gpus()
+    if requested == "cuda" and not is_server and gpus == 0:
+        raise RuntimeError("runtime.device is 'cuda' but no GPU is visible on this node; use device: auto")
+    device = choose_device(client_index, is_server, requested, gpus)
+    if device != "cpu":
+        import torch
+
+        torch.cuda.set_device(int(device.split(":")[1]))
+    return device
 
 
 def mpi_reports_cuda() -> bool | None:
@@ -158,28 +185,60 @@ def mpi_reports_cuda() -> bool | None:
     return bool(query()) if query else None
 
 
-def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001,
-                 cuda_aware_mpi: bool = False) -> Runtime:
+def mpich_netmod(env: Mapping[str, str], library_version: str) -> str | None:
+    """The netmod an MPICH built with both UCX and OFI must use for this launch, where its default (UCX) cannot
+    start it: a step of Slurm's pmi2 plugin over several nodes. MPI_Init then exchanges the node roots' UCX
+    addresses through pmi2 as values of several segments, and slurmstepd receives them broken ("mpi/pmi2: value
+    not properly terminated in client request"; the values carried heap bytes from beyond the address), so
+    MPICH fails with "UCX ERROR failed to unpack address" or hangs, depending on the process's memory layout.
+    Measured with the PyPI mpich 5.0.2 under Slurm 22.05 on two nodes: 2 to 4 of 6 starts of `hpcfed train`
+    failed; none with OFI (one short address), none under hydra's mpiexec. None keeps the library's choice: one
+    node, another launcher or MPI, or MPIR_CVAR_CH4_NETMOD set by the user."""
+    device = next((line for line in library_version.splitlines() if line.startswith("MPICH Device:")), "")
+    if "ucx" not in device or "ofi" not in device or "MPIR_CVAR_CH4_NETMOD" in env:
+        return None
+    slurm_pmi2 = "PMI_FD" in env and "MPI_LOCALNRANKS" not in env  # hydra's proxy alone sets MPI_LOCALNRANKS
+    nodes = env.get("SLURM_STEP_NUM_NODES", "")
+    return "ofi" if slurm_pmi2 and nodes.isdigit() and int(nodes) > 1 else None
+
+
+def mpi_not_started():
+    """mpi4py's MPI module, imported without starting MPI (`start_mpi` does, once the netmod is chosen)."""
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:  # a test process may have started MPI already
+        mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
     from mpi4py import MPI
 
-    if not MPI.Is_initialized():  # `hpcfed train` checks the launcher with MPI loaded but not yet started
+    return MPI
+
+
+def start_mpi():
+    """MPI_Init_thread (unless MPI runs already) with the netmod `mpich_netmod` asks for; the MPI module."""
+    MPI = mpi_not_started()
+    if not MPI.Is_initialized():
+        netmod = mpich_netmod(os.environ, MPI.Get_library_version())
+        if netmod is not None:
+            os.environ["MPIR_CVAR_CH4_NETMOD"] = netmod  # read by MPICH in MPI_Init
         MPI.Init_thread()
+    return MPI
+
+
+def init_runtime(device: str = "auto", threads: int = 1, poll_interval: float = 0.001,
+                 cuda_aware_mpi: bool = False) -> Runtime:
+    MPI = start_mpi()  # `hpcfed train` checks the launcher with MPI loaded but not yet started
     world = MPI.COMM_WORLD
-    node = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.Get_rank())
-    local_rank = node.Get_rank()
-    # The server on a node shifts the node's client ranks by one, so client k on the node gets GPU k.
-    server_here = node.allreduce(int(world.Get_rank() == SERVER))
-    node.Free()
+    hosts, local_rank, client_index = node_layout(world)
     import torch
 
     torch.set_num_threads(threads)
-    bound = bind_device(local_rank - server_here, world.Get_rank() == SERVER, device)
+    bound = bind_device(client_index, world.Get_rank() == SERVER, device)
     if cuda_aware_mpi and bound.startswith("cuda") and not mpi_reports_cuda():
         raise RuntimeError(f"runtime.cuda_aware_mpi is true but the MPI library ({MPI.Get_library_version()[:60]}) "
                            "does not report CUDA support; set it to false (buffers are then staged through pinned "
                            "host memory) or load a CUDA-aware MPI build")
     return Runtime(world=world, shared_comm=world.Dup(), local_rank=local_rank, device=bound,
-                   poll_interval=poll_interval, cuda_aware=cuda_aware_mpi)
+                   poll_interval=poll_interval, cuda_aware=cuda_aware_mpi, hosts=tuple(hosts))
 
 
 def world_rank_from_env() -> int | None:
@@ -208,10 +267,11 @@ def abort_on_error(world):
         text = f"error: {e}" if isinstance(e, UserError) else traceback.format_exc()
         rank = world.Get_rank()
         if isinstance(e, UserError):
-            sys.stderr.write(f"hpcfed (rank {rank}): {text}\n")
+            sys.stderr.write(f"hpcfed (rank {rank} on {socket.gethostname()}): {text}\n")
             sys.stderr.flush()
         elif not isinstance(e, RemoteRankFailed):
-            sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed; aborting the job\n{text}")
+            sys.stderr.write(f"hpcfed: rank {rank} of {world.Get_size()} failed on {socket.gethostname()}; aborting "
+                             f"the job\n{text}")
             sys.stderr.flush()
         if rank != SERVER:
             # Let the server store the message in the run file; it aborts the job once it has (a few seconds).
@@ -224,8 +284,9 @@ def abort_on_error(world):
 
 
 def agree(world, fn):
-    """Run `fn` on every rank; if it fails on any, all ranks stop cleanly and rank 0 reports the first failure.
-    Used for set-up steps (validation, data listing, splits) so bad input never hangs the other ranks."""
+    """Run `fn` on every rank; if it fails on any, all ranks stop cleanly and rank 0 reports the first failure, with
+    the ranks and hosts it failed on unless it failed everywhere. Used for set-up steps (validation, data listing,
+    splits) so bad input never hangs the other ranks."""
     try:
         result, error = fn(), None
     except Stopped:
@@ -234,9 +295,9 @@ def agree(world, fn):
         result, error = None, f"error: {e}"
     except Exception:
         result, error = None, traceback.format_exc()
-    gathered = world.allgather((error, stop_in_setup()))
-    failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e]
-    stopped = [s for _, s in gathered if s]
+    gathered = world.allgather((error, stop_in_setup(), socket.gethostname()))
+    failed = [(rank, e) for rank, (e, _, _) in enumerate(gathered) if e]
+    stopped = [s for _, s, _ in gathered if s]
     if stopped and not failed:
         if world.Get_rank() == SERVER:
             sys.stderr.write(f"hpcfed: stopped by {stopped[0]} during set-up, before this job ran a round (nothing new "
@@ -245,9 +306,19 @@ def agree(world, fn):
         raise SystemExit(EXIT_STOPPED)
     if failed:
         if world.Get_rank() == SERVER:
-            rank, message = failed[0]
-            where = "" if len(failed) == world.Get_size() else f" (on rank {rank})"
+            _, message = failed[0]
+            hosts = [host for _, _, host in gathered]
+            where = "" if len(failed) == world.Get_size() else f" ({ranks_on_hosts([r for r, _ in failed], hosts)})"
             sys.stderr.write(f"hpcfed{where}: {message}\n")
             sys.stderr.flush()
         raise SystemExit(2)
     return result
+
+
+def ranks_on_hosts(ranks: list[int], hosts: list[str]) -> str:
+    """'rank 2 on n2', 'ranks 2, 3 on n2; rank 5 on n3': where something happened, by host (`hosts[rank]`)."""
+    by_host: dict[str, list[int]] = {}
+    for rank in ranks:
+        by_host.setdefault(hosts[rank], []).append(rank)
+    return "; ".join(f"rank{'s' if len(on_host) > 1 else ''} {', '.join(map(str, on_host))} on {host}"
+                     for host, on_host in by_host.items())

@@ -126,9 +126,10 @@ def prepare_splits(cfg: Config, listing: Listing, overwrite: bool = False, resum
 
 def _same_listing(listing: Listing, splits: Splits) -> None:
     if listing.digest() != splits.listing_digest:
-        raise DataError(f"this rank sees a different dataset listing ({listing.digest()}) than the one the splits "
-                        f"were made from ({splits.listing_digest}); every node must see the same files under "
-                        f"{listing.root}")
+        raise DataError(f"host {socket.gethostname()} sees a different dataset listing ({listing.digest()}, "
+                        f"{len(listing)} samples) than the one the splits were made from ({splits.listing_digest}); "
+                        f"every node must see the same files under {listing.root}: compare that folder on this host "
+                        "with the server's (hpcfed check-env under the same launch names each node's listing)")
 
 
 def shared_splits(cfg: Config, rt: Runtime, listing: Listing, overwrite: bool, resuming: bool
@@ -268,15 +269,20 @@ def collect_env(cfg: Config, rt: Runtime, placement: list[list[int]]) -> dict:
     import hpcfed
     from hpcfed.env import git_commit
 
-    hosts = rt.world.gather((socket.gethostname(), rt.device), root=SERVER)
+    ranks = rt.world.gather((rt.local_rank, rt.device), root=SERVER)
     if not rt.is_server:
         return {}
     return {
         "hpcfed": hpcfed.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
         "mpi4py": mpi4py.__version__, "h5py": h5py.__version__, "numpy": np.__version__,
         "mpi_library": MPI.Get_library_version().strip().splitlines()[0], "git_commit": git_commit(),
-        "python": sys.version.split()[0], "world_size": rt.size, "hostnames": [h for h, _ in hosts],
-        "devices": [d for _, d in hosts], "placement": str(placement),
+        "python": sys.version.split()[0], "world_size": rt.size,
+        # where each rank ran: its host, its index among the ranks of that host, its device; then the hosts once
+        "hostnames": list(rt.hosts), "local_ranks": np.array([local for local, _ in ranks]),
+        "devices": [device for _, device in ranks], "nodes": list(dict.fromkeys(rt.hosts)),
+        "placement": str(placement),  # clients of each client rank
+        # MPICH's network module when the user or hpcfed chose it (runtime.mpich_netmod)
+        **({"mpich_netmod": os.environ["MPIR_CVAR_CH4_NETMOD"]} if "MPIR_CVAR_CH4_NETMOD" in os.environ else {}),
         "server_pid": os.getpid(),  # lets `hpcfed status` on the server's host tell a killed job from a slow one
     }
 
@@ -290,7 +296,8 @@ def open_writer(cfg: Config, rt: Runtime, start: Checkpoint | None, env: dict, n
     if replace:  # checkpoints of a replaced run must never be resumed later
         shutil.rmtree(checkpoint.checkpoint_root(cfg.output_path), ignore_errors=True)
     if start is not None:
-        return RunWriter.reopen(cfg.output_path, start.rows, rt.size, cfg.rounds, cfg.to_yaml(), cfg.digest())
+        return RunWriter.reopen(cfg.output_path, start.rows, rt.size, cfg.rounds, cfg.to_yaml(), cfg.digest(),
+                                nodes=env["nodes"])
     return RunWriter.create(cfg.output_path, config_yaml=cfg.to_yaml(), config_hash=cfg.digest(), env=env,
                             n_clients=cfg.clients, rounds=cfg.rounds, n_ranks=rt.size, n_domains=n_domains,
                             replace=replace)
