@@ -16,6 +16,7 @@ from hpcfed.cli import main
 from hpcfed.config import Config
 from hpcfed.report.runs import experiments, read_run, read_runs
 from hpcfed.report.sweeps import SWEEPS, accuracy_vs, swept
+from hpcfed.report.table import _cell, build_table, caption, shown
 from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter, create_split_file, open_run
 from hpcfed.split import ClientSplit, Splits
 
@@ -132,3 +133,13 @@ def test_runs_that_differ_in_epsilon_get_an_accuracy_vs_epsilon_figure(tmp_path)
     low, high = ax.get_xlim()
     shown = [t.get_text() for t in ax.xaxis.get_ticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
     assert {"2", "5"} <= set(shown), shown  # within one decade, still labelled
+
+
+def test_the_table_shows_epsilon_only_when_a_run_used_privacy(tmp_path):
+    plain_file = synthetic_run(tmp_path / "plain.h5", 0, 0.7)
+    plain = read_runs([plain_file])
+    assert "epsilon" not in shown(build_table(plain)) and "epsilon" not in caption(plain, "selected")
+    both = read_runs([plain_file, synthetic_run(tmp_path / "dp.h5", 0, 0.7, epsilon=[0.5, 1.5, 2.5])])
+    table = build_table(both)
+    assert "epsilon" in shown(table) and "epsilon:" in caption(both, "selected")
+    assert sorted(_cell(row, "epsilon") for _, row in table.iterrows()) == ["2.5", "inf"]

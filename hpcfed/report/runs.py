@@ -36,7 +36,6 @@ class RunInfo:
     summary: dict[str, float] = field(default_factory=dict)  # /final/{which}/summary, mean over clients
     up_per_round: float = math.nan  # bytes summed over clients, mean over the valid rounds
     down_per_round: float = math.nan
-    epsilon: float = math.nan  # privacy spent by all rounds done (NaN: the run used no privacy)
     trained: bool = True  # False when no client ever had a training loss (zero-shot): no recipe to show
     epsilon: float = math.inf  # privacy spent by the run (the last finite /update/epsilon); inf: no privacy
     problem: str = ""  # why the run is left out of the means; "" when it is averaged

@@ -57,7 +57,7 @@ def caption(runs: list[RunInfo], which: str) -> str:
     text += (" (column round: that round of each seed in the seed list, counted from 1); "
              "Local = each client on its own test split; mean ± sample std over seeds; "
              "HM = 3-way harmonic mean of the mean Local, Base, Novel; bytes summed over clients, mean per round.")
-    if any(not math.isnan(r.epsilon) for r in runs):
+    if any(math.isfinite(r.epsilon) for r in runs):
         text += ("\nepsilon: privacy spent by all rounds at the run's privacy.delta (client-level central DP of "
                  "the shared update, RDP accountant, fixed-size sampling accounted as Poisson; the choice of the "
                  "round on validation accuracy is not accounted).")
@@ -76,7 +76,7 @@ def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
     if column.endswith("B/round"):
         return "-" if math.isnan(row[column]) else f"{row[column]:,.0f}"
     if column == "epsilon":
-        return "-" if math.isnan(row[column]) else f"{row[column]:.3g}"
+        return f"{row[column]:.3g}" if math.isfinite(row[column]) else "inf"  # no privacy: no bound
     return str(row[column])
 
 
@@ -86,7 +86,7 @@ SHOWN = ("method", *ACCURACIES, "seed list", "up B/round", "down B/round", "roun
 
 def shown(table: pd.DataFrame) -> tuple[str, ...]:
     """SHOWN, with the privacy spent after the bytes when any run used privacy."""
-    if "epsilon" not in table or table["epsilon"].isna().all():
+    if "epsilon" not in table or not table["epsilon"].astype(float).map(math.isfinite).any():
         return SHOWN
     at = SHOWN.index("down B/round") + 1
     return (*SHOWN[:at], "epsilon", *SHOWN[at:])
