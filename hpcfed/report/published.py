@@ -54,10 +54,11 @@ def protocol_differences(setting: dict, table: PublishedTable) -> list[str]:
     return differences
 
 
-def _row(dataset: str, method: str, table: PublishedTable, measured: dict[str, float], seeds: int,
+def _row(dataset: str, label: str, method: str, table: PublishedTable, measured: dict[str, float], seeds: int,
          differences: list[str]) -> dict:
-    row = {"dataset": dataset, "method": method, "published in": table.table, "seeds": seeds}
-    published = table.numbers[method.split(" ")[0]]
+    """`label`: the method with the settings that tell its experiments apart; `method`: its registered name."""
+    row = {"dataset": dataset, "method": label, "method name": method, "published in": table.table, "seeds": seeds}
+    published = table.numbers[method]
     for metric in METRICS:
         paper = published.get(metric)
         row[f"{metric} paper"] = math.nan if paper is None else paper
@@ -72,11 +73,11 @@ def _mean_rows(rows: list[dict], tables: tuple[PublishedTable, ...]) -> list[dic
     (each dataset's HM averaged, as the papers do), where a method was run on more than one of them."""
     means = []
     for table in (t for t in tables if t.averaged):
-        by_method: dict[str, list[dict]] = {}
+        by_label: dict[str, list[dict]] = {}
         for row in rows:
             if row["published in"] == table.table and row["dataset name"] in table.datasets:
-                by_method.setdefault(row["method"], []).append(row)
-        for method, members in by_method.items():
+                by_label.setdefault(row["method"], []).append(row)
+        for label, members in by_label.items():
             names = sorted({r["dataset name"] for r in members})
             if len(names) < 2:
                 continue
@@ -84,8 +85,8 @@ def _mean_rows(rows: list[dict], tables: tuple[PublishedTable, ...]) -> list[dic
             differences = sorted({d for r in members for d in r["protocol differs"].split("; ") if d != "no"})
             if len(names) < len(table.datasets):
                 differences.insert(0, f"{len(names)} of the paper's {len(table.datasets)} datasets")
-            mean = _row(f"mean of {', '.join(names)}", method, table, measured, min(r["seeds"] for r in members),
-                        differences)
+            mean = _row(f"mean of {', '.join(names)}", label, members[0]["method name"], table, measured,
+                        min(r["seeds"] for r in members), differences)
             means.append({**mean, "dataset name": None})
     return means
 
@@ -101,7 +102,7 @@ def build_comparison(runs: list[RunInfo], name: str) -> tuple[pd.DataFrame, list
     for key, members in groups.items():
         setting = members[0].flat_setting
         table = matching_table(tables, setting.get("data.dataset"), bool(setting.get("partition.base_novel")))
-        method = key[1].split(" ")[0]
+        method = key[1]  # the method's name (with its adapter family for local and fedavg)
         if table is None:
             notes.append(f"{labels[key]} on {key[0]}: the paper has no table for this dataset and protocol")
             continue
@@ -110,7 +111,7 @@ def build_comparison(runs: list[RunInfo], name: str) -> tuple[pd.DataFrame, list
             continue
         measured = {m: float(pd.Series([100 * r.summary.get(SUMMARY_NAME[m], math.nan) for r in members]).mean())
                     for m in METRICS}
-        row = _row(key[0], labels[key], table, measured, len(members), protocol_differences(setting, table))
+        row = _row(key[0], labels[key], method, table, measured, len(members), protocol_differences(setting, table))
         rows.append({**row, "dataset name": setting.get("data.dataset")})
     rows += _mean_rows(rows, tables)
     notes += [f"{r.path}: left out ({r.problem})" for r in runs if r.problem]
