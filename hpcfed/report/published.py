@@ -129,6 +129,8 @@ def format_comparison(table: pd.DataFrame, notes: list[str], name: str, which: s
     at = "the round selected on validation" if which == "selected" else "the last evaluated round"
     lines = [f"Published beside measured: {tables[0].paper}; accuracy in %, run = mean over seeds at {at}, "
              "diff = run - paper"]
+    if table.empty:
+        return "\n".join([*lines, "(no run matches a published number)", *(f"Not compared: {n}" for n in notes)])
     width = max([len("method")] + [len(m) for m in table["method"]])
     lines.append((" " * (width + 10) + "".join(f"{m:<22}" for m in METRICS)).rstrip())  # over each "paper"
     lines.append(f"{'method':<{width}}  seeds" + "   paper    run   diff" * len(METRICS)
@@ -140,8 +142,6 @@ def format_comparison(table: pd.DataFrame, notes: list[str], name: str, which: s
             cells = "".join(f"  {_number(row[f'{m} paper'], '.2f'):>6}  {_number(row[f'{m} run']):>5}  "
                             f"{_number(row[f'{m} diff'], '+.1f'):>5}" for m in METRICS)
             lines.append(f"{row['method']:<{width}}  {row['seeds']:>5}{cells}  {row['protocol differs']}")
-    if table.empty:
-        lines.append("(no run matches a published number)")
     used = [t for t in tables if t.table in set(table["published in"])]
     lines += [f"{t.table}: {t.source}." for t in used]
     lines += [f"Not compared: {note}" for note in notes]
