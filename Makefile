@@ -42,7 +42,8 @@ demo: data
 
 # Every method on the same splits of the embedded data (configs/compare.yaml), each at its own reference recipe,
 # one run file per method and seed, then the table (mean ± std over SEEDS, e.g. make compare SEEDS="0 1 2").
-COMPARE_METHODS ?= zeroshot local fedavg pfedmma fedmma fedlora plora promptfl fedpgp fedotp pfedmoap fedclip
+COMPARE_METHODS ?= zeroshot local fedavg pfedmma fedmma fedlora plora fedsa_lora ffa_lora promptfl fedpgp fedotp \
+  pfedmoap fedclip
 SEEDS ?= 0
 compare: data
 	for s in $(SEEDS); do for m in $(COMPARE_METHODS); do \

@@ -122,7 +122,10 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
 @click.option("--out", "out_path", type=click.Path(), help="File for --format (default: report.<ext>, which "
               "is never replaced; a file named here is).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG figures into this directory.")
-def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | None, plots_dir: str | None) -> None:
+@click.option("--published", "paper", metavar="PAPER", help="Also show PAPER's published Local/Base/Novel/HM "
+              "beside the measured ones, with the difference and the protocol differences (e.g. pfedmma).")
+def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | None, plots_dir: str | None,
+           paper: str | None) -> None:
     """Table of the run files RUNS (globs welcome): one row per dataset and method, seeds as mean ± std.
 
     Runs that are not finished, or whose split differs from the other runs of the same dataset and seed,
@@ -140,11 +143,19 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
              for match in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]) or [pattern]]
     table_path = _report_outputs(fmt, out_path, plots_dir, paths)  # before any work: no half-written outputs
     try:
+        if paper:
+            from hpcfed.report.published import published_tables
+
+            published_tables(paper)  # an unknown name fails before any run file is read
         run_infos = read_runs(paths, which)
     except ReportError as e:
         _fail(str(e))
     table, text_caption = build_table(run_infos, which), caption(run_infos, which)
     click.echo(format_table(table, text_caption))
+    if paper:
+        from hpcfed.report.published import build_comparison, format_comparison
+
+        click.echo("\n" + format_comparison(*build_comparison(run_infos, paper), paper, which))
     if table_path is not None:
         table_path.write_text(format_table(table, text_caption, fmt))
         click.echo(f"table: {table_path}")

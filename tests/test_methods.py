@@ -46,6 +46,51 @@ def test_vit_b16_trainable_and_communicated_counts(method, options):
     assert (trainable, shared) == EXPECTED[(method, options)]
 
 
+def lora_factor_floats(model: str, rank: int, n_targets: int = 4) -> int:
+    """Floats of all A factors (r x d_in), equal to those of all B factors (d_out x r) since the attention
+    projections are square: n_targets per block, every block of both towers, from open_clip's architecture config."""
+    import open_clip
+
+    towers = open_clip.get_model_config(model)
+    return rank * sum(n_targets * towers[t]["layers"] * towers[t]["width"] for t in ("vision_cfg", "text_cfg"))
+
+
+# Which factor each LoRA sharing variant averages, keeps on the client, or freezes at its shared initial value.
+LORA_VARIANTS = {"fedsa_lora": {"shared": "A", "local": "B", "frozen": None},
+                 "ffa_lora": {"shared": "B", "local": "A", "frozen": "A"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(LORA_VARIANTS))
+def test_vit_b16_shared_local_and_frozen_counts_of_the_lora_sharing_variants(method):
+    clip, _, m, added, trainable, shared = attach("ViT-B-16", method)
+    factor = lora_factor_floats("ViT-B-16", rank=2)
+    assert factor == 2 * LORA_B == 122_880  # 12 x 4 x (768 + 512) x r
+    named = dict(added.named_parameters())
+    local = sum(p.numel() for n, p in named.items() if not m.is_shared(n))
+    frozen = sum(p.numel() for p in named.values() if not p.requires_grad)
+    roles = LORA_VARIANTS[method]
+    assert {n.rsplit(".", 1)[1] for n in named if m.is_shared(n)} == {roles["shared"]}
+    frozen_factors = {n.rsplit(".", 1)[1] for n, p in named.items() if not p.requires_grad}
+    assert frozen_factors == ({roles["frozen"]} if roles["frozen"] else set())
+    assert (shared, local, frozen) == (factor, factor, factor if roles["frozen"] else 0)
+    assert trainable == {"fedsa_lora": 245_760, "ffa_lora": 122_880}[method] == 2 * factor - frozen
+    # Nothing else of the backbone trains: the whole model's trainable parameters are the method's.
+    assert sum(p.numel() for p in clip.parameters() if p.requires_grad) == trainable
+
+
+def test_lora_sharing_variants_differ_only_in_the_factor_shared_or_frozen():
+    shared = {}
+    for method in ("fedlora", "plora", *LORA_VARIANTS):
+        _, _, m, added, trainable, n_shared = attach("hpcfed-tiny", method)
+        names = [n for n, _ in added.named_parameters()]
+        shared[method] = {n.rsplit(".", 1)[1] for n in names if m.is_shared(n)}
+        assert trainable + sum(p.numel() for p in added.parameters() if not p.requires_grad) == \
+            sum(p.numel() for p in added.parameters())
+    assert shared == {"fedlora": {"A", "B"}, "plora": {"B"}, "fedsa_lora": {"A"}, "ffa_lora": {"B"}}
+    assert METHODS["ffa_lora"].recipe == METHODS["fedsa_lora"].recipe == METHODS["plora"].recipe  # CLIP-LoRA's
+
+
 def test_lora_starts_as_the_frozen_model_and_then_moves():
     clip, tokenizer, method, added, *_ = attach("hpcfed-tiny", "plora")
     plain, _, _ = create_backbone("hpcfed-tiny", None)

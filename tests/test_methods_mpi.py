@@ -99,3 +99,15 @@ def test_report_tables_the_methods_and_names_an_unreadable_file(probed, tmp_path
     broken.write_bytes(b"not hdf5")
     bad = CliRunner().invoke(main, ["report", str(broken)])
     assert bad.exit_code == 2 and f"{broken} is not an HDF5 file" in bad.output
+
+
+def test_ffa_lora_keeps_its_frozen_a_at_the_shared_init_and_fedsa_lora_personalizes_b(probed):
+    records, _ = probed
+    # ffa_lora's only personal state is A, frozen: after every round, on every client, the same initial values.
+    frozen = {s for r in records["ffa_lora"] if r["rank"] != 0 and r["stage"] == "trained" for s in r["local"].values()}
+    assert len(frozen) == 1
+    assert len({r["global_shared"] for r in records["ffa_lora"] if r["stage"] == "aggregated" and r["rank"] != 0}) > 1
+    # fedsa_lora's personal state is B, trained: every client ends with its own.
+    last = [r for r in records["fedsa_lora"] if r["rank"] != 0 and r["round"] == 1 and r["stage"] == "aggregated"]
+    personal = [s for r in last for s in r["local"].values()]
+    assert len(set(personal)) == len(personal) > 1
