@@ -103,6 +103,11 @@ def split(config: str, overrides: tuple[str, ...], plot_path: str | None, overwr
         domain = listing.domain_names[c.domain] if c.domain >= 0 else "mixed"
         n_classes = len(set(listing.labels[c.train].tolist()))
         click.echo(f"{i:>6}  {domain:<14} {len(c.train):>6} {len(c.val):>5} {len(c.test):>5} {n_classes:>7}")
+    if splits.holdout_clients is not None:
+        click.echo(f"held out of training (scored as new clients): clients {splits.holdout_clients.tolist()}")
+    if splits.unseen_domain_test is not None:
+        click.echo(f"held-out domain {cfg.partition.holdout_domain}: no client holds it; every client is scored "
+                   f"on its {len(splits.unseen_domain_test)} images")
     if plot_path:
         from hpcfed.report.plots import plot_label_distribution
 
@@ -134,6 +139,7 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
     import glob
 
     from hpcfed.errors import ReportError
+    from hpcfed.report.domains import domain_table
     from hpcfed.report.runs import read_runs
     from hpcfed.report.table import build_table, caption, format_table
 
@@ -152,6 +158,9 @@ def report(runs: tuple[str, ...], last: bool, fmt: str | None, out_path: str | N
         _fail(str(e))
     table, text_caption = build_table(run_infos, which), caption(run_infos, which)
     click.echo(format_table(table, text_caption))
+    per_domain = domain_table(run_infos, which)  # leave-one-domain-out runs only
+    if per_domain:
+        click.echo("\n" + per_domain)
     if paper:
         from hpcfed.report.published import build_comparison, format_comparison
 

@@ -6,10 +6,13 @@ Layout (the contract between train, status and report):
                           (index among the ranks of its host), devices; nodes (each host once), client placement
   /splits                 written by `hpcfed split` (or train): attrs: split_hash, scheme, seed, listing_digest,
                           partitioner parameters; class_names, domain_names, client_domain [C],
+                          holdout_clients [k] (clients that never train), unseen_domain_test (listing indices
+                          of the held-out domain, scored by every client), base_test, novel_test,
                           clients/<i>/{train,val,test,...} index arrays into the dataset listing,
                           label_counts/{train,val,test} [client, class], notes (e.g. corrupt_images, test_list,
                           official_labels)
-  /metrics/client/<name>  [round, client] float64, NaN where not evaluated or not taking part
+  /metrics/client/<name>  [round, client] float64, NaN where not evaluated or not taking part; a held-out
+                          client has only unseen_fresh_accuracy and unseen_adapted_accuracy (UNSEEN_METRICS)
   /metrics/global/<name>  [round]
   /timing/<phase>         [round, rank] seconds
   /comm/bytes             [round] bytes uploaded by the clients whose update reached the sum (shared, fp32; with
@@ -48,9 +51,13 @@ from hpcfed.errors import RunFileDamaged, RunFileExists
 from hpcfed.metrics import harmonic_mean
 
 # test_accuracy is the Local accuracy of the papers (each client on its own test split).
+# unseen_*: held-out clients scored as new clients (fresh, and after train.holdout_steps), and every client on
+# the held-out domain (partition.holdout_clients, holdout_domain); NaN elsewhere.
+UNSEEN_METRICS = ("unseen_fresh_accuracy", "unseen_adapted_accuracy", "unseen_domain_accuracy")
 CLIENT_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "base_accuracy",
-                  "novel_accuracy", "hm", "global_accuracy")
-SUMMARY = ("test_accuracy", "base_accuracy", "novel_accuracy", "hm", "global_accuracy", "val_accuracy")
+                  "novel_accuracy", "hm", "global_accuracy", *UNSEEN_METRICS)
+SUMMARY = ("test_accuracy", "base_accuracy", "novel_accuracy", "hm", "global_accuracy", "val_accuracy",
+           *UNSEEN_METRICS)
 GLOBAL_METRICS = ("mean_test_accuracy", "mean_train_loss", "participants", "round_seconds")
 PHASES = ("train", "aggregate", "evaluate", "io")
 ERROR_BYTES = 4000

@@ -22,6 +22,8 @@ class Stream(IntEnum):
     DROPOUT = 8  # who drops out and the clock's jitter, per round (hpcfed.update.dropout)
     CLIENT_SPEED = 9  # every client's speed, drawn once for the run
     PRIVACY_NOISE = 10  # the server's Gaussian noise, per round: the same on any number of ranks
+    HOLDOUT = 11  # which clients never train (partition.holdout_clients), drawn once for the run
+    HOLDOUT_STEPS = 12  # a held-out client's adaptation steps, per (client, round, 0 data order / 1 torch)
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:
@@ -43,9 +45,13 @@ def sample_size(round_index: int, n_clients: int, participation: float) -> int:
     return max(1, int(participation * n_clients))
 
 
-def sample_clients(seed: int, round_index: int, n_clients: int, participation: float) -> np.ndarray:
-    """Clients taking part in a round, `sample_size` of them drawn without replacement."""
-    m = sample_size(round_index, n_clients, participation)
-    if m == n_clients:
-        return np.arange(n_clients)
-    return np.sort(generator(seed, Stream.SAMPLING, round_index).choice(n_clients, m, replace=False))
+def sample_clients(seed: int, round_index: int, n_clients: int, participation: float,
+                   held_out: np.ndarray | None = None) -> np.ndarray:
+    """Clients taking part in a round, `sample_size` of them drawn without replacement from the clients that
+    train: `held_out` ones never do, and participation is a share of the others (without any held out, the
+    draw is the same as before they existed)."""
+    pool = np.setdiff1d(np.arange(n_clients), [] if held_out is None else held_out)
+    m = sample_size(round_index, len(pool), participation)
+    if m == len(pool):
+        return pool
+    return np.sort(pool[generator(seed, Stream.SAMPLING, round_index).choice(len(pool), m, replace=False)])

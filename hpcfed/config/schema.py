@@ -69,6 +69,10 @@ class TrainConfig:
     # 0: fresh crops every epoch (no feature cache); K: K fixed views per image, one picked per epoch
     augment_views: int = option(0, ge=0, le=256, fix="0 draws fresh crops every epoch; e.g. 8 gives each training "
                                 "image 8 fixed augmented views (the feature cache needs K > 0)")
+    # a held-out client (partition.holdout_clients) is also scored after this many local steps (batches) on its
+    # own train split, from a fresh optimizer; the adapted copy is discarded (0: scored only as it comes)
+    holdout_steps: int = option(0, ge=0, fix="use 0 to score held-out clients only as they come, or e.g. 20 "
+                                "local steps")
 
 
 @dataclass
@@ -119,6 +123,11 @@ class Config:
     secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def trained_clients(self) -> int:
+        """The clients sampling draws from: all but the held-out ones (participation is a share of these)."""
+        return self.clients - self.partition.holdout_clients
 
     @property
     def output_path(self) -> Path:

@@ -40,7 +40,8 @@ def validate(c: Config, check_weights: bool = True, check_data: bool = False) ->
 
 def problems(c: Config, check_weights: bool = True, check_data: bool = False) -> list[ConfigError]:
     """The problems of `c` in the order of the checks; each check stops at its own first problem."""
-    checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_prompt, _check_augment,
+    checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_holdout, _check_prompt,
+                                              _check_augment,
                                               _check_scheme, _check_dataset, _check_method_options, check_privacy,
                                               lambda c: check_headroom(c.clients, c.secure_aggregation)]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
@@ -63,6 +64,23 @@ def _check_fractions(c: Config) -> None:
     _require(p.val_fraction + p.test_fraction < 1, "partition.test_fraction",
              f"val_fraction {p.val_fraction} + test_fraction {p.test_fraction} must leave a training share",
              "keep both in [0, 1) with a sum below 1, e.g. 0.1 and 0.3")
+
+
+def _check_holdout(c: Config) -> None:
+    p = c.partition
+    _require(p.holdout_clients < c.clients, "partition.holdout_clients",
+             f"holds out {p.holdout_clients} of {c.clients} clients, which leaves none to train",
+             f"hold out at most {c.clients - 1} clients, or raise clients")
+    _require(c.train.holdout_steps == 0 or p.holdout_clients > 0, "train.holdout_steps",
+             f"is {c.train.holdout_steps}, but no client is held out (partition.holdout_clients is 0)",
+             "set partition.holdout_clients: k to hold k clients out of training, or train.holdout_steps: 0")
+    domains = c.data.domains
+    _require(p.holdout_domain is None or domains is None or p.holdout_domain in domains, "partition.holdout_domain",
+             f"{p.holdout_domain!r} is not among data.domains {domains}",
+             "add it to data.domains (the clients take the others), or name one of them")
+    _require(p.holdout_domain is None or domains is None or len(domains) >= 2, "partition.holdout_domain",
+             f"data.domains lists only {domains}: holding it out leaves no domain for the clients",
+             "list at least two domains in data.domains (or null for every domain)")
 
 
 def _check_prompt(c: Config) -> None:

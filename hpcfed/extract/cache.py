@@ -84,7 +84,7 @@ class Plan:
     def of(cls, splits, views: int) -> Plan:
         train = np.unique(np.concatenate([c.train for c in splits.clients]))
         held_out = [c.val for c in splits.clients] + [c.test for c in splits.clients]
-        held_out += [a for a in (splits.base_test, splits.novel_test) if a is not None]
+        held_out += splits.global_tests()
         if views == 0:
             held_out.append(train)  # training without augmentation sees the eval transform
         return cls(np.unique(np.concatenate(held_out)).astype(np.int64),

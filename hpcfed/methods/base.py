@@ -15,6 +15,10 @@ from hpcfed.registry import Registry
 
 
 class Method:
+    """What a new client gets (partition.holdout_clients: clients that never train) follows from these hooks, with
+    no hook of its own: the global shared state and the personal parameters as `attach` made them; to adapt, its
+    first `before_local_training` (it has published nothing and was never sampled) and `training_loss`."""
+
     # Glob patterns over added-parameter names that are communicated and averaged ("*" shares everything,
     # () nothing); every other added parameter stays on its client and never enters an MPI call.
     shared: ClassVar[tuple[str, ...]] = ()

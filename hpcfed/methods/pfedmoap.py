@@ -12,13 +12,18 @@ no dropout, no residual. Without downloaded experts the logits are s * <img, tex
 
 The prompt is personal for evaluation: each client is evaluated with its own trained prompt (and gating and the
 experts it trained with); the FedAvg average only initializes the next local training (`evaluated_as_trained`).
-A client that never trained is evaluated with the average, without experts. Experts: a client's first
-participation (round 0 for everyone under full participation) downloads none and trains its prompt on plain CLIP
-logits; afterwards it takes the latest prompts of all other clients that have one when at most K clients have
-published, else the K - 1 nearest in L2 to its own latest trained prompt (its row of the published table, equal
-to the copy it is evaluated with). Trainable per client: 8,192 + 66,048; per round a participant uploads its
-prompt and downloads the global prompt plus up to 9 experts (counted as 8,192 + 9 x 8,192 floats every round:
-an upper bound, as a first participation downloads none).
+A client that never trained is evaluated with the average, without experts. That is also what a new client gets
+(partition.holdout_clients). The paper states no rule for a new client; the official code evaluates a never-trained
+client with the global prompt (federated_main.py:408) and has no working path that gives it experts (see the
+unselected-client note below), so: the global prompt and no expert, i.e. plain CLIP logits with the average prompt
+(the initial gate is unused without experts). Adapting (train.holdout_steps), it meets the first-participation
+rule below and trains its prompt alone. Giving it the experts nearest to the global prompt would be a guess.
+Experts: a client's first participation (round 0 for everyone under full participation) downloads none and trains
+its prompt on plain CLIP logits; afterwards it takes the latest prompts of all other clients that have one when at
+most K clients have published, else the K - 1 nearest in L2 to its own latest trained prompt (its row of the
+published table, equal to the copy it is evaluated with). Trainable per client: 8,192 + 66,048; per round a
+participant uploads its prompt and downloads the global prompt plus up to 9 experts (counted as 8,192 + 9 x 8,192
+floats every round: an upper bound, as a first participation downloads none).
 
 Verified in the official code (github.com/ljaiverson/pFedMoAP, commit a481de3), where this module and methods.md
 had it wrong before:

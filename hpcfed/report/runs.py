@@ -48,7 +48,10 @@ class RunInfo:
 def dataset_label(config: dict) -> str:
     data = config.get("data", {})
     domains = data.get("domains")
-    return f"{data.get('dataset', '?')}[{','.join(map(str, domains))}]" if domains else str(data.get("dataset", "?"))
+    label = f"{data.get('dataset', '?')}[{','.join(map(str, domains))}]" if domains else str(data.get("dataset", "?"))
+    # Leave-one-domain-out: each held-out domain is its own benchmark, on splits of its own.
+    held_out = (config.get("partition") or {}).get("holdout_domain")
+    return f"{label} ({held_out} held out)" if held_out else label
 
 
 def method_label(config: dict) -> str:

@@ -12,6 +12,10 @@ from hpcfed.report.runs import RunInfo, experiment_labels, experiments
 # Column name in the table: summary name in the run file (the names `hpcfed status` prints too).
 ACCURACIES = {column: name for name, column in ACCURACY_NAMES.items()}
 FORMATS = ("text", "md", "csv", "latex")
+# Shown when a run has them: clients held out of training scored as new clients (partition.holdout_clients), and
+# the trained clients on the domain no client holds (partition.holdout_domain).
+UNSEEN = {"Unseen fresh": "unseen_fresh_accuracy", "Unseen adapted": "unseen_adapted_accuracy",
+          "Unseen domain": "unseen_domain_accuracy"}
 
 
 def recipe(run: RunInfo) -> str:
@@ -26,7 +30,7 @@ def _row(dataset: str, method: str, runs: list[RunInfo], status: str) -> dict:
     by_seed = sorted(runs, key=lambda r: r.seed)
     row = {"dataset": dataset, "method": method, "seeds": len(runs),
            "seed list": " ".join(str(r.seed) for r in by_seed)}
-    for column, name in ACCURACIES.items():
+    for column, name in {**ACCURACIES, **UNSEEN}.items():
         values = pd.Series([100 * r.summary.get(name, math.nan) for r in runs], dtype=float)
         row[column] = values.mean() if values.notna().any() else math.nan
         row[f"{column} std"] = values.std() if values.notna().sum() > 1 else math.nan  # ddof=1: sample std
@@ -57,6 +61,16 @@ def caption(runs: list[RunInfo], which: str) -> str:
     text += (" (column round: that round of each seed in the seed list, counted from 1); "
              "Local = each client on its own test split; mean ± sample std over seeds; "
              "HM = 3-way harmonic mean of the mean Local, Base, Novel; bytes summed over clients, mean per round.")
+    def reported(name: str) -> bool:
+        return any(math.isfinite(r.summary.get(name, math.nan)) for r in runs)
+
+    if reported("unseen_fresh_accuracy"):
+        text += ("\nUnseen clients: Unseen fresh = clients held out of training (partition.holdout_clients) with the "
+                 "global shared state and a new client's personal parameters; Unseen adapted = the same after "
+                 "train.holdout_steps local steps on their own train split (a copy, discarded after scoring).")
+    if reported("unseen_domain_accuracy"):
+        text += ("\nUnseen domain = the trained clients on every image of partition.holdout_domain, which no client "
+                 "holds (per domain below).")
     if any(math.isfinite(r.epsilon) for r in runs):
         text += ("\nepsilon: privacy spent by all rounds at the run's privacy.delta (client-level central DP of "
                  "the shared update, RDP accountant, fixed-size sampling accounted as Poisson; the choice of the "
@@ -68,7 +82,7 @@ def caption(runs: list[RunInfo], which: str) -> str:
 
 
 def _cell(row: pd.Series, column: str, plus_minus: str = "±") -> str:
-    if column in ACCURACIES:
+    if column in ACCURACIES or column in UNSEEN:
         if math.isnan(row[column]):
             return "-"
         spread = "" if math.isnan(row[f"{column} std"]) else f" {plus_minus} {row[f'{column} std']:.1f}"
@@ -85,11 +99,15 @@ SHOWN = ("method", *ACCURACIES, "seed list", "up B/round", "down B/round", "roun
 
 
 def shown(table: pd.DataFrame) -> tuple[str, ...]:
-    """SHOWN, with the privacy spent after the bytes when any run used privacy."""
+    """SHOWN, with the UNSEEN accuracies after HM when any run has them, and the privacy spent after the bytes
+    when any run used privacy."""
+    after_hm = len(ACCURACIES) + 1
+    unseen = tuple(c for c in UNSEEN if c in table and table[c].notna().any())
+    columns = (*SHOWN[:after_hm], *unseen, *SHOWN[after_hm:])
     if "epsilon" not in table or not table["epsilon"].astype(float).map(math.isfinite).any():
-        return SHOWN
-    at = SHOWN.index("down B/round") + 1
-    return (*SHOWN[:at], "epsilon", *SHOWN[at:])
+        return columns
+    at = columns.index("down B/round") + 1
+    return (*columns[:at], "epsilon", *columns[at:])
 
 
 def _aligned(cells: list[str], widths: list[int]) -> str:

@@ -35,6 +35,11 @@ class PartitionConfig:
     fine_alpha: float = option(10.0, gt=0, fix="use e.g. fine_alpha: 10 (the CIFAR-100 protocol)")
     # superclass_dirichlet: samples per client from pooled train+test
     samples_per_client: int = option(600, ge=1, fix="use e.g. samples_per_client: 600 (the CIFAR-100 protocol)")
+    # k clients, drawn from the seed, that never train: each evaluation scores them as new clients (global shared
+    # state and the method's initial personal parameters; then after train.holdout_steps local steps)
+    holdout_clients: int = option(0, ge=0, fix="use 0 for none, or k < clients, e.g. holdout_clients: 2")
+    # leave-one-domain-out: no client holds this domain; every client is also scored on all of its images
+    holdout_domain: str | None = None
 
 
 
@@ -61,9 +66,16 @@ class Splits:
     novel_classes: np.ndarray | None = None
     base_test: np.ndarray | None = None
     novel_test: np.ndarray | None = None
+    holdout_clients: np.ndarray | None = None  # clients that never train (partition.holdout_clients)
+    # Leave-one-domain-out: every image of the held-out domain (of the trained classes), scored by every client.
+    unseen_domain_test: np.ndarray | None = None
 
     def train_sizes(self) -> np.ndarray:
         return np.array([len(c.train) for c in self.clients], dtype=np.int64)
+
+    def global_tests(self) -> list[np.ndarray]:
+        """The test sets every client is scored on, besides its own (Base, Novel, the unseen domain)."""
+        return [a for a in (self.base_test, self.novel_test, self.unseen_domain_test) if a is not None]
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Candidates:
     labels: np.ndarray  # [N] of the whole listing
     domains: np.ndarray  # [N]
     domain_names: tuple[str, ...]
+    client_domains: tuple[int, ...]  # the domains clients are made of: all but a held-out one
     class_names: tuple[str, ...]
     subset: np.ndarray | None  # [N] official (or seeded) split; None: cut each pool by fractions
     val_from_train: bool  # subset without a val part: each client's val is cut from its train

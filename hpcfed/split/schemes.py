@@ -96,10 +96,11 @@ def label_dirichlet(cand: Candidates, cfg: PartitionConfig, n_clients: int, rng:
 def _domain_client_counts(cand: Candidates, cfg: PartitionConfig, n_clients: int) -> list[int]:
     """Clients per domain: `clients_per_domain` each, or with 0 the clients spread over the domains in
     proportion to their sizes (largest remainder, at least one each), e.g. 10 clients on Office-Home's 4."""
-    n_domains = len(cand.domain_names)
+    n_domains = len(cand.client_domains)
     if cfg.clients_per_domain > 0:
         if n_clients != n_domains * cfg.clients_per_domain:
-            raise SplitError(f"scheme {cfg.scheme} gives {n_domains} domains x {cfg.clients_per_domain} "
+            held_out = " (the held-out one not counted)" if cfg.holdout_domain else ""
+            raise SplitError(f"scheme {cfg.scheme} gives {n_domains} domains{held_out} x {cfg.clients_per_domain} "
                              f"clients_per_domain = {n_domains * cfg.clients_per_domain} clients, but clients is "
                              f"{n_clients}; set clients: {n_domains * cfg.clients_per_domain}, or "
                              f"partition.clients_per_domain: 0 to spread {n_clients} clients by domain size")
@@ -107,7 +108,7 @@ def _domain_client_counts(cand: Candidates, cfg: PartitionConfig, n_clients: int
     if n_clients < n_domains:
         raise SplitError(f"{n_clients} clients cannot cover {n_domains} domains; use clients >= {n_domains} or "
                          f"fewer data.domains")
-    sizes = np.array([np.sum(cand.domains[cand.members] == d) for d in range(n_domains)], dtype=float)
+    sizes = np.array([np.sum(cand.domains[cand.members] == d) for d in cand.client_domains], dtype=float)
     share = 1 + sizes / sizes.sum() * (n_clients - n_domains)
     counts = np.floor(share).astype(int)
     for d in np.argsort(-(share - counts), kind="stable")[: n_clients - counts.sum()]:
@@ -136,7 +137,8 @@ def _per_domain(cand: Candidates, cfg: PartitionConfig, n_clients: int,
                 split: Callable[[np.ndarray, str, int], list[np.ndarray]]) -> Pools:
     """Feature shift (§1.6c): each domain's samples go to that domain's clients only, in domain order."""
     out = []
-    for d, (name, k) in enumerate(zip(cand.domain_names, _domain_client_counts(cand, cfg, n_clients), strict=True)):
+    for d, k in zip(cand.client_domains, _domain_client_counts(cand, cfg, n_clients), strict=True):
+        name = cand.domain_names[d]
         members = cand.members[cand.domains[cand.members] == d]
         _require_train_and_test(cand, members, f"domain {name}")
         out.extend((p, d) for p in split(members, name, k))

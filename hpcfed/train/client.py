@@ -114,7 +114,7 @@ class ClientHost:
         from hpcfed.extract.prefix import CachedVisual, TextPrefixCache
 
         held_out = [c.split.val for c in self.clients.values()] + [c.split.test for c in self.clients.values()]
-        held_out += [a for a in (self.splits.base_test, self.splits.novel_test) if a is not None]
+        held_out += self.splits.global_tests()
         train = [c.split.train for c in self.clients.values()]
         empty = [np.zeros(0, np.int64)]
         self.images = FeatureSource(path, np.concatenate(held_out + empty), np.concatenate(train + empty))
@@ -187,28 +187,38 @@ class ClientHost:
                 if fresh_crops else None
             for start in range(0, len(order), self.cfg.train.batch_size):
                 batch = order[start:start + self.cfg.train.batch_size]
-                if crop_rng is not None:
-                    images = self.images.augmented_batch(batch, crop_rng, self.device)
-                else:
-                    images = self.images.batch(batch, self.device,
+                images = self._training_images(batch, crop_rng,
                                                None if views is None else views[start:start + len(batch)])
-                labels = self.train_task.label_index[self.labels[batch]].to(self.device)
-                with self.autocast(training=True):
-                    loss = self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
+                loss = self._training_loss(batch, images)
                 if anchor is not None:
                     loss = loss + self._proximal(anchor)
-                client.optimizer.zero_grad(set_to_none=True)
-                if client.scaler is None:
-                    loss.backward()
-                    client.optimizer.step()
-                else:
-                    client.scaler.scale(loss).backward()
-                    client.scaler.step(client.optimizer)
-                    client.scaler.update()
+                self._step(client.optimizer, client.scaler, loss)
                 losses.append(loss.item())
         self.clip.eval()
         self.store(client)
         return float(np.mean(losses))
+
+    def _training_images(self, batch: np.ndarray, crop_rng: np.random.Generator | None,
+                         views: np.ndarray | None) -> torch.Tensor:
+        if crop_rng is not None:
+            return self.images.augmented_batch(batch, crop_rng, self.device)
+        return self.images.batch(batch, self.device, views)
+
+    def _training_loss(self, batch: np.ndarray, images: torch.Tensor) -> torch.Tensor:
+        labels = self.train_task.label_index[self.labels[batch]].to(self.device)
+        with self.autocast(training=True):
+            return self.method.training_loss(self.clip, images, labels, self.train_task.tokens)
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     def client_states(self) -> dict[int, dict]:
         """What a checkpoint keeps of each hosted client (its personal state; the rest is rebuilt from the config)."""
@@ -288,6 +298,8 @@ class ClientHost:
         out = {}
         out["val_accuracy"], out["val_loss"] = self._accuracy(client.split.val, self.train_task)
         out["test_accuracy"], out["test_loss"] = self._accuracy(client.split.test, self.train_task)
+        if self.splits.unseen_domain_test is not None:  # leave-one-domain-out: the domain no client holds
+            out["unseen_domain_accuracy"], _ = self._accuracy(self.splits.unseen_domain_test, self.train_task)
         if self.novel_task is not None:
             out["base_accuracy"], _ = self._accuracy(self.splits.base_test, self.train_task)
             out["novel_accuracy"], _ = self._accuracy(self.splits.novel_test, self.novel_task)
@@ -298,4 +310,34 @@ class ClientHost:
                 out["global_accuracy"], _ = self._accuracy(client.split.test, self.train_task)
             else:
                 out["global_accuracy"] = out["test_accuracy"]  # nothing personal: the model is the global one
+        return out
+
+    def evaluate_new_client(self, client: Client, round_index: int) -> dict[str, float]:
+        """A held-out client (partition.holdout_clients), which never trains: its test accuracy as a new client
+        gets it (the global shared state and the method's initial personal parameters, what `evaluate` calls
+        untrained), then after train.holdout_steps local steps on its own train split from a fresh optimizer.
+        The adapted parameters are never stored: the client is a new client again at the next evaluation."""
+        self.load(client.local)
+        out = {"unseen_fresh_accuracy": self._accuracy(client.split.test, self.train_task)[0]}
+        steps = self.cfg.train.holdout_steps
+        if steps == 0 or not self.trainable:
+            return out
+        torch.manual_seed(torch_seed(self.cfg.seed, Stream.HOLDOUT_STEPS, client.index, round_index, 1))
+        rng = generator(self.cfg.seed, Stream.HOLDOUT_STEPS, client.index, round_index, 0)
+        # The method's own rule for a first participation (pFedMoAP: no experts), as a sampled client would meet it.
+        self.method.before_local_training(client.index, self.published, self.published_known, rng)
+        optimizer = make_optimizer(self.trainable, self.cfg)
+        scaler = torch.amp.GradScaler(self.device_type) if self.train_dtype == torch.float16 else None
+        n_views = self.cfg.train.augment_views
+        crop_rng = rng if self.cfg.train.augment and n_views == 0 else None
+        order = np.zeros(0, dtype=np.int64)
+        self.clip.train()
+        for _ in range(steps):  # batches of shuffled passes over the train split, a pass continued across steps
+            if len(order) == 0:
+                order = client.split.train[rng.permutation(len(client.split.train))]
+            batch, order = order[:self.cfg.train.batch_size], order[self.cfg.train.batch_size:]
+            views = rng.integers(n_views, size=len(batch)) if n_views else None
+            self._step(optimizer, scaler, self._training_loss(batch, self._training_images(batch, crop_rng, views)))
+        self.clip.eval()
+        out["unseen_adapted_accuracy"], _ = self._accuracy(client.split.test, self.train_task)
         return out

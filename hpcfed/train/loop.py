@@ -57,11 +57,12 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
     if recorder is not None and setup.zero_shot is not None:
         recorder.zero_shot(setup.zero_shot)
     callbacks = callbacks or []
+    held_out = set(() if setup.splits.holdout_clients is None else setup.splits.holdout_clients.tolist())
     try:
         for r in range(setup.first_round, cfg.rounds):
             round_start = time.perf_counter()
             timing = dict.fromkeys(PHASES, 0.0)
-            selected = sample_clients(cfg.seed, r, cfg.clients, cfg.participation)
+            selected = sample_clients(cfg.seed, r, cfg.clients, cfg.participation, setup.splits.holdout_clients)
             plan = setup.update.plan(r, selected)  # who trains and whose update reaches the sum
             metrics: dict[int, dict[str, float]] = {c: {} for c in my_clients}
 
@@ -82,11 +83,12 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             for callback in callbacks:
                 callback(RoundEvent("aggregated", r, selected, aggregation.buffer, host))
 
-            # Every client is evaluated, not only the participants (methods.md §1.11).
+            # Every client is evaluated, not only the participants (methods.md §1.11); held-out ones as new clients.
             t = time.perf_counter()
             evaluate = is_eval_round(cfg, r)
             for c in my_clients if evaluate else ():
-                metrics[c].update(host.evaluate(host.clients[c]))
+                metrics[c].update(host.evaluate_new_client(host.clients[c], r) if c in held_out
+                                  else host.evaluate(host.clients[c]))
             timing["evaluate"] = time.perf_counter() - t
 
             gathered = rt.gather_to_server((metrics, timing))

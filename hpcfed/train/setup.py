@@ -175,7 +175,10 @@ def zero_shot_metrics(cfg: Config, rt: Runtime, listing: Listing, splits: Splits
         return {}
     baseline = build_host(dataclasses.replace(cfg, method=MethodConfig("zeroshot")), rt, listing, splits,
                           sorted(host.clients), images=host.images)
-    return {c: baseline.evaluate(baseline.clients[c]) for c in baseline.clients}
+    held_out = set(() if splits.holdout_clients is None else splits.holdout_clients.tolist())
+    # Held-out clients as new clients (zero-shot has nothing to adapt, so no round's steps are drawn).
+    return {c: baseline.evaluate_new_client(baseline.clients[c], 0) if c in held_out
+            else baseline.evaluate(baseline.clients[c]) for c in baseline.clients}
 
 
 # ---- resume point and run file ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class SharedUpdate:
         # A client's work on the virtual clock: its training samples (one each when not given) x local epochs.
         train_sizes = np.ones(cfg.clients) if train_sizes is None else train_sizes
         self.dropout = Dropout(cfg.dropout, cfg.seed, train_sizes * cfg.train.local_epochs)
-        self.privacy = Privacy(cfg.privacy, cfg.seed, cfg.clients, cfg.participation)
+        self.privacy = Privacy(cfg.privacy, cfg.seed, cfg.trained_clients, cfg.participation)
         self.secagg = SecureAggregation(cfg.secure_aggregation, cfg.seed, cfg.clients)
         self.optimizer = make_server_optimizer(cfg.server, n_shared)
 

@@ -153,7 +153,7 @@ def check_privacy(config) -> None:
 
 def _check_budget(config) -> None:
     cfg = config.privacy
-    accountant = make_accountant(cfg, config.clients, config.participation)
+    accountant = make_accountant(cfg, config.trained_clients, config.participation)
     over = accountant.first_round_over(cfg.target_epsilon, config.rounds, cfg.delta)
     if over is None:
         return
