@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
-.PHONY: setup data demo compare compare-update test lint clean bench
+.PHONY: setup data demo compare compare-update compare-unseen test lint clean bench
 
 setup: $(INSTALLED)
 
@@ -74,6 +74,18 @@ compare-update: data
 	    -o output=runs/compare-update/$${m}_$${name}_seed$$s.h5 --overwrite | tail -n 1; \
 	done; done; done
 	$(BIN)/hpcfed report runs/compare-update/*.h5 --plots runs/compare-update/plots
+
+# Seen and unseen clients: the LoRA factor-sharing variants and pFedMMA on the demo's
+# splits with 2 of the 8 clients held out, scored fresh and after 10 local steps; SEEDS seeds, then the table
+# (README, "Data and splits": held-out clients).
+UNSEEN_METHODS ?= plora fedsa_lora ffa_lora pfedmma
+compare-unseen: data
+	for s in $(SEEDS); do for m in $(UNSEEN_METHODS); do \
+	  $(BIN)/mpiexec -n 3 $(BIN)/hpcfed train configs/demo.yaml -o method.name=$$m -o seed=$$s \
+	    -o partition.holdout_clients=2 -o train.holdout_steps=10 -o output=runs/compare-unseen/$${m}_seed$$s.h5 \
+	    --overwrite | tail -n 1; \
+	done; done
+	$(BIN)/hpcfed report runs/compare-unseen/*.h5
 
 # Every multi-node test on a two-node SLURM cluster in network namespaces (tests/test_multinode.py; root, Linux);
 # `make test` runs only its one short job.
