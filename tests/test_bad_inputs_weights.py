@@ -200,9 +200,9 @@ def pickle_code(file: Path) -> None:
 
 
 DAMAGE = {  # damage, file -> problem on the first line
-    "truncated": (truncate, "client-00001.pt", "client-00001.pt is truncated or not a file written by torch.save"),
+    "truncated": (truncate, "rank-0001.pt", "rank-0001.pt is truncated or not a file written by torch.save"),
     "empty": (empty, "global.pt", "global.pt is empty (0 bytes)"),
-    "pickled_code": (pickle_code, "client-00002.pt", "client-00002.pt holds the Python object posix.system"),
+    "pickled_code": (pickle_code, "rank-0002.pt", "rank-0002.pt holds the Python object posix.system"),
 }
 
 
@@ -226,7 +226,7 @@ def test_resume_from_a_damaged_checkpoint_with_a_rewritten_manifest_is_refused(c
 def test_resume_auto_skips_a_damaged_newest_checkpoint_and_falls_back(stopped_run, image_tree, tmp_path):
     cfg = copy_run(stopped_run, tmp_path, image_tree)
     newest = cfg.with_suffix(".ckpt") / "round-000002"
-    pickle_code(newest / "client-00003.pt")
+    pickle_code(newest / "rank-0002.pt")
     rewrite_manifest(newest)
     before = fingerprint(newest)
     # no new checkpoints: the damaged one would be replaced by round 2's
@@ -234,7 +234,7 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_falls_back(stopped_ru
                           timeout=120)
     shown = outcome.out + outcome.err
     assert outcome.code == 0 and "Traceback" not in shown, shown
-    assert outcome.first_line.startswith("hpcfed: warning: skipping checkpoint round-000002: client-00003.pt holds "
+    assert outcome.first_line.startswith("hpcfed: warning: skipping checkpoint round-000002: rank-0002.pt holds "
                                          "the Python object posix.system"), shown
     assert "resuming from the older checkpoint round-000001" in outcome.err
     assert f"resuming {cfg.with_suffix('.h5')} at round 2" in outcome.out
