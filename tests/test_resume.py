@@ -5,11 +5,11 @@ import hashlib
 import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hpcfed.config import load_config
 from hpcfed.results import open_run
@@ -79,12 +79,12 @@ def test_a_signal_stops_every_rank_at_the_round_boundary_with_a_checkpoint(inter
 
 
 def as_per_client_files(ckpt: Path) -> None:
-    """Rewrite a checkpoint in the layout hpcfed wrote before rank files: one client-NNNNN.pt per client holding
-    its record, no client map in the manifest."""
+    """Rewrite a checkpoint in the layout hpcfed wrote before rank archives: their client-NNNNN.pt members loose
+    in the directory, no client map in the manifest."""
     manifest = json.loads((ckpt / "manifest.json").read_text())
     for name in set(manifest.pop("clients").values()):
-        for index, record in torch.load(ckpt / name, weights_only=True).items():
-            torch.save(record, ckpt / f"client-{index:05d}.pt")
+        with zipfile.ZipFile(ckpt / name) as archive:
+            archive.extractall(ckpt)
         (ckpt / name).unlink()
     manifest["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.glob("*.pt")}
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
@@ -159,13 +159,13 @@ def test_a_killed_rank_ends_the_job_and_leaves_a_loadable_checkpoint(killed):
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(killed, reference):
     cfg, _ = killed
-    newest = cfg.with_suffix(".ckpt") / "round-000003" / "rank-0001.pt"
+    newest = cfg.with_suffix(".ckpt") / "round-000003" / "rank-0001.zip"
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     done = train(3, cfg, "--resume", "auto")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "skipping checkpoint round-000003" in done.stderr and "rank-0001.pt is corrupt" in done.stderr
+    assert "skipping checkpoint round-000003" in done.stderr and "rank-0001.zip is corrupt" in done.stderr
     assert "resuming from the older checkpoint round-000002" in done.stderr
     got = results(cfg.with_suffix(".h5"))  # rows 3 written before the kill were dropped and recomputed
     for name, values in reference.items():

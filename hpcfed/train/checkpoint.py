@@ -1,17 +1,17 @@
-"""Checkpoints at round boundaries: one file per client rank, so a 1,000-client run writes a few large files (a
+"""Checkpoints at round boundaries: one archive per client rank, so a 1,000-client run writes a few large files (a
 shared file system pays per file) and still resumes on any number of ranks.
 
     <run>.ckpt/round-000012/manifest.json   round, results rows, config digest and values, sha256 of every file,
                                             the file holding each client's record
     <run>.ckpt/round-000012/global.pt       global shared state (+ published table), by the reference client rank
     <run>.ckpt/round-000012/update.pt       the shared update's state (server optimizer, privacy), by rank 0
-    <run>.ckpt/round-000012/rank-0003.pt    {client index: personal parameters, optimizer state, data RNG} of
-                                            the clients rank 3 hosted
+    <run>.ckpt/round-000012/rank-0003.zip   the clients rank 3 hosted: a member client-00007.pt (a torch file:
+                                            personal parameters, optimizer state, data RNG) per client
 
 A job of N ranks (1 server + N-1 client ranks) writes at most N + 2 files, the manifest counted. A resumed rank
-reads the records of the clients it now hosts from whichever rank files the manifest names; rank files are
-memory-mapped, so only those records' tensors are read. Checkpoints written before rank files (one
-client-00007.pt per client, no client map in the manifest) still resume.
+reads the members of the clients it now hosts from whichever archives the manifest names, each member alone (the
+archive is stored, not compressed). Checkpoints written before rank archives (the same client-00007.pt files
+loose in the directory, no client map in the manifest) still resume.
 
 A checkpoint is written under `round-NNNNNN.tmp` and renamed only once the manifest is complete, so a crash
 mid-write leaves the previous checkpoint as the newest valid one. Every rank must see the directory
@@ -19,13 +19,13 @@ mid-write leaves the previous checkpoint as the newest valid one. Every rank mus
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +50,17 @@ def checkpoint_root(output_path: str | Path) -> Path:
     return Path(output_path).with_suffix(".ckpt")
 
 
-def _save(obj, path: Path) -> str:
+def _client_file(index: int) -> str:
+    return f"client-{index:05d}.pt"
+
+
+def _torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _write(data: bytes, path: Path) -> str:
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
@@ -85,16 +92,20 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
 
 
 def write_part(folder: Path, rank: int, client_states: dict[int, dict], singles: dict[str, object]) -> dict:
-    """One rank's share of a checkpoint: its clients' records in one file keyed by client index, and each of
-    `singles` (file name -> state) in a file of its own. Returns what the manifest needs: the sha256 of each file
-    and the file holding each client."""
+    """One rank's share of a checkpoint: its clients' records in one zip archive, a client-NNNNN.pt member each,
+    and each of `singles` (file name -> state) in a torch file of its own. Returns what the manifest needs: the
+    sha256 of each file and the file holding each client."""
     files, clients = {}, {}
     if client_states:
-        name = f"rank-{rank:04d}.pt"
-        files[name] = _save(client_states, folder / name)
-        clients = {index: name for index in client_states}
+        name = f"rank-{rank:04d}.zip"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:  # stored, not compressed: a member is read alone
+            for index, state in client_states.items():
+                archive.writestr(_client_file(index), _torch_bytes(state))
+        files[name] = _write(buffer.getvalue(), folder / name)
+        clients = dict.fromkeys(client_states, name)
     for name, state in singles.items():
-        files[name] = _save(state, folder / name)
+        files[name] = _write(_torch_bytes(state), folder / name)
     return {"files": files, "clients": clients}
 
 
@@ -124,14 +135,15 @@ def verify(path: Path, digest: str, n_clients: int, experiment: dict | None = No
     missing = sorted(needed - set(manifest["files"])) + unplaced
     if missing:
         raise CheckpointError(f"the manifest lacks {missing[:3]}")
+    placed = _by_file(holders)
     for name, sha in manifest["files"].items():
-        content = _verify_file(path / name, sha)
-        if "clients" in manifest:  # a manifest rewritten by hand may place a client in a file without it
-            absent = [i for i, holder in holders.items()
-                      if holder == name and not (isinstance(content, dict) and i in content)]
-            if absent:
-                raise CheckpointError(f"{name} lacks the records of clients {absent[:3]} that the manifest places "
-                                      "in it")
+        _verify_checksum(path / name, sha)
+        # A matching checksum proves only that the manifest was written for these bytes (it may have been
+        # rewritten by hand): the file must also load, as load() will load it.
+        try:
+            _records(path / name, placed[name]) if name in placed else load_torch_file(path / name)
+        except UnreadableTorchFile as e:
+            raise CheckpointError(f"{name} {e}") from None
     return Checkpoint(path, int(manifest["round"]), int(manifest["rows"]))
 
 
@@ -144,25 +156,50 @@ def _manifest(path: Path) -> dict:
 
 def _holders(manifest: dict, clients) -> dict[int, str | None]:
     """The file holding each client's record (None: the manifest places it nowhere). A checkpoint written before
-    rank files has no "clients" in its manifest and one client-NNNNN.pt per client, which holds the record itself."""
+    rank archives has no "clients" in its manifest and one client-NNNNN.pt per client, which holds the record
+    itself."""
     if "clients" not in manifest:
-        return {index: f"client-{index:05d}.pt" for index in clients}
+        return {index: _client_file(index) for index in clients}
     return {index: manifest["clients"].get(str(index)) for index in clients}
 
 
-def _verify_file(file: Path, sha: str):
+def _by_file(holders: dict[int, str | None]) -> dict[str, list[int]]:
+    placed = {}
+    for index, name in holders.items():
+        placed.setdefault(name, []).append(index)
+    return placed
+
+
+def _records(file: Path, indices: list[int]) -> dict[int, object]:
+    """The records of clients `indices` in `file`: members of a rank archive, each read alone, or the file itself
+    in the per-client layout. Raises UnreadableTorchFile saying what is wrong with it."""
+    if file.suffix != ".zip":
+        return {index: load_torch_file(file, mmap=False) for index in indices}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = set(archive.namelist())
+            missing = [_client_file(i) for i in indices if _client_file(i) not in names]
+            if missing:
+                raise UnreadableTorchFile(f"lacks {missing[:3]}, which the manifest places in it", damaged=True)
+            return {index: _member(archive, _client_file(index)) for index in indices}
+    except (zipfile.BadZipFile, OSError) as e:  # BadZipFile also for a member's CRC mismatch
+        raise UnreadableTorchFile(f"is truncated or not a zip archive ({e})", damaged=True) from None
+
+
+def _member(archive: zipfile.ZipFile, member: str):
+    try:
+        return load_torch_file(archive.read(member))
+    except UnreadableTorchFile as e:
+        raise UnreadableTorchFile(f"has a member {member} that {e}", e.damaged) from None
+
+
+def _verify_checksum(file: Path, sha: str) -> None:
     try:
         data = file.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{file.name} is unreadable ({e})") from None
     if hashlib.sha256(data).hexdigest() != sha:
         raise CheckpointError(f"{file.name} is corrupt (checksum mismatch)")
-    # A matching checksum proves only that the manifest was written for these bytes (it may have been
-    # rewritten by hand): the file must also load, as load() will load it.
-    try:
-        return load_torch_file(file)
-    except UnreadableTorchFile as e:
-        raise CheckpointError(f"{file.name} {e}") from None
 
 
 def _other_config(manifest: dict, digest: str, experiment: dict | None) -> str:
@@ -221,22 +258,19 @@ def load(path: Path, host, update=None) -> None:
     global state and the shared update's state (server optimizer moments, adaptive clip norm; on every rank, the
     server too)."""
     if update is not None and (path / "update.pt").exists():
-        update.load_state_dict(_load_file(path / "update.pt", mmap=False))
+        update.load_state_dict(_load_file(path / "update.pt"))
     if host is None:
         return
-    host.set_global_state(_load_file(path / "global.pt", mmap=False))
-    manifest = _manifest(path)
-    holders = _holders(manifest, host.clients)
-    for name in sorted(set(holders.values())):
-        content = _load_file(path / name)  # memory-mapped: only the tensors of the records taken are read
-        for index in (index for index, holder in holders.items() if holder == name):
-            record = content[index] if "clients" in manifest else content
-            host.set_client_state(index, copy.deepcopy(record))  # in memory, no longer backed by the file
+    host.set_global_state(_load_file(path / "global.pt"))
+    for name, indices in _by_file(_holders(_manifest(path), host.clients)).items():
+        for index, record in _load_file(path / name, indices).items():
+            host.set_client_state(index, record)
 
 
-def _load_file(file: Path, mmap: bool = True):
+def _load_file(file: Path, indices: list[int] | None = None):
+    """The torch file `file`, or the records of clients `indices` in it."""
     try:
-        return load_torch_file(file, mmap)
+        return load_torch_file(file, mmap=False) if indices is None else _records(file, indices)
     except UnreadableTorchFile as e:  # verified on rank 0, so it changed since: another job writes there?
         raise CheckpointError(f"{file} {e} (it changed after it was verified); resume from another checkpoint "
                               "with --resume PATH, or check that no other job writes to this run") from None
