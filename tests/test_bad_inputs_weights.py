@@ -212,7 +212,9 @@ def pickle_code_in_archive(file: Path) -> None:
 
 
 DAMAGE = {  # damage, file -> problem on the first line
-    "truncated": (truncate, "rank-0001.zip", "rank-0001.zip is truncated or not a zip archive"),
+    # half an archive of zips (torch files) may still open as the member it ends in
+    "truncated": (truncate, "rank-0001.zip", ("rank-0001.zip is truncated or not a zip archive",
+                                              "rank-0001.zip is truncated or not the archive the manifest describes")),
     "empty": (empty, "global.pt", "global.pt is empty (0 bytes)"),
     "pickled_code": (pickle_code_in_archive, "rank-0002.zip", tuple(
         f"rank-0002.zip has a member client-{i:05d}.pt that holds the Python object posix.system" for i in range(4))),

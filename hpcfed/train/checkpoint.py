@@ -179,8 +179,9 @@ def _records(file: Path, indices: list[int]) -> dict[int, object]:
         with zipfile.ZipFile(file) as archive:
             names = set(archive.namelist())
             missing = [_client_file(i) for i in indices if _client_file(i) not in names]
-            if missing:
-                raise UnreadableTorchFile(f"lacks {missing[:3]}, which the manifest places in it", damaged=True)
+            if missing:  # a truncated archive may open as the client file it ends inside, itself a zip
+                raise UnreadableTorchFile(f"is truncated or not the archive the manifest describes (it lacks "
+                                          f"{missing[:3]})", damaged=True)
             return {index: _member(archive, _client_file(index)) for index in indices}
     except (zipfile.BadZipFile, OSError) as e:  # BadZipFile also for a member's CRC mismatch
         raise UnreadableTorchFile(f"is truncated or not a zip archive ({e})", damaged=True) from None
