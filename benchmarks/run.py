@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import BIN, ENV, REPO, log, machine  # noqa: E402
 
-SECTIONS = ("cache", "profile", "runtime", "scaling", "flower")
+SECTIONS = ("cache", "profile", "runtime", "scaling", "checkpoint", "flower")
 
 
 def flower_rows(out: Path) -> list[dict]:
@@ -68,6 +68,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started, info, rows = time.time(), {"machine": machine()}, []
     import cache_epoch
+    import checkpoint_bench
     import profile_step
     import runtime_bench
 
@@ -83,6 +84,8 @@ def main() -> None:
     if "scaling" in chosen:
         (args.out / "scaling").mkdir(exist_ok=True)
         rows += runtime_bench.clients_per_rank(args.out / "scaling")
+    if "checkpoint" in chosen:
+        rows += checkpoint_bench.run(args.out / "checkpoint")
     if "flower" in chosen:
         rows += flower_rows(args.out / "flower")
     info.update(finished=time.time(), minutes=(time.time() - started) / 60, sections=chosen)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -199,10 +200,24 @@ def pickle_code(file: Path) -> None:
     torch.save({"state": RunsCode()}, file)
 
 
+def pickle_code_in_archive(file: Path) -> None:
+    """Every client-NNNNN.pt member of a rank archive replaced by a pickle that would run code."""
+    with zipfile.ZipFile(file) as archive:
+        names = archive.namelist()
+    pickle_code(file.with_suffix(".member"))
+    with zipfile.ZipFile(file, "w") as archive:
+        for name in names:
+            archive.write(file.with_suffix(".member"), name)
+    file.with_suffix(".member").unlink()
+
+
 DAMAGE = {  # damage, file -> problem on the first line
-    "truncated": (truncate, "client-00001.pt", "client-00001.pt is truncated or not a file written by torch.save"),
+    # half an archive of zips (torch files) may still open as the member it ends in
+    "truncated": (truncate, "rank-0001.zip", ("rank-0001.zip is truncated or not a zip archive",
+                                              "rank-0001.zip is truncated or not the archive the manifest describes")),
     "empty": (empty, "global.pt", "global.pt is empty (0 bytes)"),
-    "pickled_code": (pickle_code, "client-00002.pt", "client-00002.pt holds the Python object posix.system"),
+    "pickled_code": (pickle_code_in_archive, "rank-0002.zip", tuple(
+        f"rank-0002.zip has a member client-{i:05d}.pt that holds the Python object posix.system" for i in range(4))),
 }
 
 
@@ -217,7 +232,9 @@ def test_resume_from_a_damaged_checkpoint_with_a_rewritten_manifest_is_refused(c
     rewrite_manifest(ckpt)
     before = fingerprint(cfg.with_suffix(".ckpt"), cfg.with_suffix(".h5"))
     outcome = run_process(["train", str(cfg), "--resume", str(ckpt)], ranks=2)
-    assert_refused(outcome, 2, (f"cannot resume from {ckpt}: {problem}",), "pick another checkpoint with --resume",
+    problems = (problem,) if isinstance(problem, str) else problem
+    assert_refused(outcome, 2, tuple(f"cannot resume from {ckpt}: {p}" for p in problems),
+                   "pick another checkpoint with --resume",
                    untouched=before)
     assert "weights_only" not in outcome.err and not SENTINEL.exists()
 
@@ -226,7 +243,7 @@ def test_resume_from_a_damaged_checkpoint_with_a_rewritten_manifest_is_refused(c
 def test_resume_auto_skips_a_damaged_newest_checkpoint_and_falls_back(stopped_run, image_tree, tmp_path):
     cfg = copy_run(stopped_run, tmp_path, image_tree)
     newest = cfg.with_suffix(".ckpt") / "round-000002"
-    pickle_code(newest / "client-00003.pt")
+    pickle_code_in_archive(newest / "rank-0002.zip")
     rewrite_manifest(newest)
     before = fingerprint(newest)
     # no new checkpoints: the damaged one would be replaced by round 2's
@@ -234,8 +251,9 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_falls_back(stopped_ru
                           timeout=120)
     shown = outcome.out + outcome.err
     assert outcome.code == 0 and "Traceback" not in shown, shown
-    assert outcome.first_line.startswith("hpcfed: warning: skipping checkpoint round-000002: client-00003.pt holds "
-                                         "the Python object posix.system"), shown
+    assert outcome.first_line.startswith("hpcfed: warning: skipping checkpoint round-000002: rank-0002.zip has a "
+                                         "member client-"), shown
+    assert "that holds the Python object posix.system" in outcome.first_line, shown
     assert "resuming from the older checkpoint round-000001" in outcome.err
     assert f"resuming {cfg.with_suffix('.h5')} at round 2" in outcome.out
     assert fingerprint(newest) == before and not SENTINEL.exists()

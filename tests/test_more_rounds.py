@@ -1,13 +1,9 @@
 """A run may be given more rounds when it resumes (`-o rounds=N --resume auto`), never fewer than it holds:
 the run file's per-round datasets grow, and resume_point continues a finished run from its last checkpoint."""
 
-import hashlib
-import json
-
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from hpcfed.config import load_config
 from hpcfed.data import load_listing
@@ -41,13 +37,11 @@ def finished(tmp_path, image_tree):
 def fake_checkpoint(cfg, rounds_done: int):
     """A checkpoint that checkpoint.verify accepts: intact torch files (their contents are never used here)."""
     folder = checkpoint.checkpoint_root(cfg.output_path) / f"round-{rounds_done:06d}"
-    folder.mkdir(parents=True)
-    files = {}
-    for name in ["global.pt", *(f"client-{i:05d}.pt" for i in range(cfg.clients))]:
-        torch.save({"name": name}, folder / name)
-        files[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    manifest = {"round": rounds_done, "rows": rounds_done, "config_digest": cfg.experiment_digest(), "files": files}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True)
+    part = checkpoint.write_part(tmp, 1, {i: {"client": i} for i in range(cfg.clients)}, {"global.pt": {}})
+    header = {"round": rounds_done, "rows": rounds_done, "config_digest": cfg.experiment_digest()}
+    checkpoint.seal(tmp, folder, header, [part], keep=1)
     return folder
 
 

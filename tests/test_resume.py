@@ -1,8 +1,11 @@
 """Checkpoint and resume under a real mpiexec: a run stopped by SIGUSR1 or by a killed rank and then resumed
 gives the metrics of an uninterrupted run (bitwise on the same rank count, 1e-5 on another)."""
 
+import hashlib
+import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,40 @@ def test_a_signal_stops_every_rank_at_the_round_boundary_with_a_checkpoint(inter
     assert found is not None and found.round == 2 and found.rows == 2
 
 
+def as_per_client_files(ckpt: Path) -> None:
+    """Rewrite a checkpoint in the layout hpcfed wrote before rank archives: their client-NNNNN.pt members loose
+    in the directory, no client map in the manifest."""
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    for name in set(manifest.pop("clients").values()):
+        with zipfile.ZipFile(ckpt / name) as archive:
+            archive.extractall(ckpt)
+        (ckpt / name).unlink()
+    manifest["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.glob("*.pt")}
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_checkpoint_of_more_clients_than_ranks_is_at_most_ranks_plus_two_files(interrupted):
+    cfg, _ = interrupted  # 4 clients on 3 ranks: 2 rank files, global.pt, update.pt, manifest.json
+    ckpt = cfg.with_suffix(".ckpt") / "round-000002"
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert len(files) <= 3 + 2, files
+    assert not [name for name in files if name.startswith("client-")]
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert sorted(int(index) for index in manifest["clients"]) == [0, 1, 2, 3]
+
+
+def test_a_checkpoint_in_the_per_client_layout_resumes_to_the_same_results(interrupted, reference, tmp_path):
+    cfg = moved(interrupted[0], tmp_path / "old.yaml")
+    as_per_client_files(cfg.with_suffix(".ckpt") / "round-000002")
+    assert len(list((cfg.with_suffix(".ckpt") / "round-000002").glob("client-*.pt"))) == 4
+    done = train(3, cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {cfg.with_suffix('.h5')} at round 3" in done.stdout and "skipping" not in done.stderr
+    got = results(cfg.with_suffix(".h5"))
+    for name, values in reference.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
 def test_resume_on_another_rank_count_matches_within_float_tolerance(interrupted, reference, tmp_path):
     cfg = moved(interrupted[0], tmp_path / "other.yaml")  # before the same-count resume below continues it
     done = train(2, cfg, "--resume", "auto")
@@ -122,13 +159,13 @@ def test_a_killed_rank_ends_the_job_and_leaves_a_loadable_checkpoint(killed):
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(killed, reference):
     cfg, _ = killed
-    newest = cfg.with_suffix(".ckpt") / "round-000003" / "client-00001.pt"
+    newest = cfg.with_suffix(".ckpt") / "round-000003" / "rank-0001.zip"
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     done = train(3, cfg, "--resume", "auto")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "skipping checkpoint round-000003" in done.stderr and "client-00001.pt is corrupt" in done.stderr
+    assert "skipping checkpoint round-000003" in done.stderr and "rank-0001.zip is corrupt" in done.stderr
     assert "resuming from the older checkpoint round-000002" in done.stderr
     got = results(cfg.with_suffix(".h5"))  # rows 3 written before the kill were dropped and recomputed
     for name, values in reference.items():

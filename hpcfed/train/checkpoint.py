@@ -1,9 +1,17 @@
-"""Checkpoints at round boundaries, one file per client, so a run resumes on any number of ranks.
+"""Checkpoints at round boundaries: one archive per client rank, so a 1,000-client run writes a few large files (a
+shared file system pays per file) and still resumes on any number of ranks.
 
-    <run>.ckpt/round-000012/manifest.json   round, results rows, config digest and values, sha256 of every file
+    <run>.ckpt/round-000012/manifest.json   round, results rows, config digest and values, sha256 of every file,
+                                            the file holding each client's record
     <run>.ckpt/round-000012/global.pt       global shared state (+ published table), by the reference client rank
     <run>.ckpt/round-000012/update.pt       the shared update's state (server optimizer, privacy), by rank 0
-    <run>.ckpt/round-000012/client-00007.pt personal parameters, optimizer state, data RNG of client 7
+    <run>.ckpt/round-000012/rank-0003.zip   the clients rank 3 hosted: a member client-00007.pt (a torch file:
+                                            personal parameters, optimizer state, data RNG) per client
+
+A job of N ranks (1 server + N-1 client ranks) writes at most N + 2 files, the manifest counted. A resumed rank
+reads the members of the clients it now hosts from whichever archives the manifest names, each member alone (the
+archive is stored, not compressed). Checkpoints written before rank archives (the same client-00007.pt files
+loose in the directory, no client map in the manifest) still resume.
 
 A checkpoint is written under `round-NNNNNN.tmp` and renamed only once the manifest is complete, so a crash
 mid-write leaves the previous checkpoint as the newest valid one. Every rank must see the directory
@@ -17,6 +25,7 @@ import json
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +51,17 @@ def checkpoint_root(output_path: str | Path) -> Path:
     return Path(output_path).with_suffix(".ckpt")
 
 
-def _save(obj, path: Path) -> str:
+def _client_file(index: int) -> str:
+    return f"client-{index:05d}.pt"
+
+
+def _torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _write(data: bytes, path: Path) -> str:
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
@@ -60,63 +76,132 @@ def save(rt: Runtime, root: Path, rounds_done: int, rows: int, digest: str, host
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crash mid-write
         tmp.mkdir(parents=True)
     rt.barrier()
-    files = {}
+    singles = {}
     if rt.is_server and update is not None:  # the same on every rank (hpcfed.update): rank 0 writes it
-        files["update.pt"] = _save(update.state_dict(), tmp / "update.pt")
-    if host is not None:
-        for index, state in host.client_states().items():
-            name = f"client-{index:05d}.pt"
-            files[name] = _save(state, tmp / name)
-        if rt.is_reference:
-            files["global.pt"] = _save(host.global_state(), tmp / "global.pt")
-    gathered = rt.world.gather(files, root=SERVER)
+        singles["update.pt"] = update.state_dict()
+    if host is not None and rt.is_reference:
+        singles["global.pt"] = host.global_state()
+    part = write_part(tmp, rt.rank, host.client_states() if host is not None else {}, singles)
+    parts = rt.world.gather(part, root=SERVER)
     if rt.is_server:
-        manifest = {"round": rounds_done, "rows": rows, "config_digest": digest, "world_size": rt.size,
-                    "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": {k: v for f in gathered for k, v in
-                                                                             f.items()}}
+        header = {"round": rounds_done, "rows": rows, "config_digest": digest, "world_size": rt.size}
         if experiment is not None:
-            manifest["experiment"] = experiment
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in sorted(root.glob("round-[0-9]*[0-9]"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            header["experiment"] = experiment
+        seal(tmp, final, header, parts, keep)
     rt.barrier()
     return final
+
+
+def write_part(folder: Path, rank: int, client_states: dict[int, dict], singles: dict[str, object]) -> dict:
+    """One rank's share of a checkpoint: its clients' records in one zip archive, a client-NNNNN.pt member each,
+    and each of `singles` (file name -> state) in a torch file of its own. Returns what the manifest needs: the
+    sha256 of each file and the file holding each client."""
+    files, clients = {}, {}
+    if client_states:
+        name = f"rank-{rank:04d}.zip"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:  # stored, not compressed: a member is read alone
+            for index, state in client_states.items():
+                archive.writestr(_client_file(index), _torch_bytes(state))
+        files[name] = _write(buffer.getvalue(), folder / name)
+        clients = dict.fromkeys(client_states, name)
+    for name, state in singles.items():
+        files[name] = _write(_torch_bytes(state), folder / name)
+    return {"files": files, "clients": clients}
+
+
+def seal(folder: Path, final: Path, header: dict, parts: list[dict], keep: int) -> None:
+    """Rank 0: the manifest of every rank's part, written last; the rename that makes the checkpoint valid; the
+    pruning of all but the `keep` newest."""
+    manifest = {**header, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "files": {k: v for part in parts for k, v in part["files"].items()},
+                "clients": {k: v for part in parts for k, v in part["clients"].items()}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    shutil.rmtree(final, ignore_errors=True)
+    folder.rename(final)
+    for old in sorted(final.parent.glob("round-[0-9]*[0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def verify(path: Path, digest: str, n_clients: int, experiment: dict | None = None) -> Checkpoint:
     """The checkpoint at `path` if it is complete, intact and made by this experiment; else CheckpointError
     (CheckpointOfAnotherConfig naming the differing keys when both this run's and the checkpoint's `experiment`
     values are known)."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"no readable manifest.json ({e})") from None
+    manifest = _manifest(path)
     if manifest.get("config_digest") != digest:
         raise CheckpointOfAnotherConfig(_other_config(manifest, digest, experiment))
-    expected = {"global.pt"} | {f"client-{i:05d}.pt" for i in range(n_clients)}
-    missing = expected - set(manifest["files"])
+    holders = _holders(manifest, range(n_clients))
+    unplaced = [f"client {index}" for index, name in holders.items() if name is None]
+    needed = {"global.pt", *(name for name in holders.values() if name is not None)}
+    missing = sorted(needed - set(manifest["files"])) + unplaced
     if missing:
-        raise CheckpointError(f"the manifest lacks {sorted(missing)[:3]}")
+        raise CheckpointError(f"the manifest lacks {missing[:3]}")
+    placed = _by_file(holders)
     for name, sha in manifest["files"].items():
-        _verify_file(path / name, sha)
+        _verify_checksum(path / name, sha)
+        # A matching checksum proves only that the manifest was written for these bytes (it may have been
+        # rewritten by hand): the file must also load, as load() will load it.
+        try:
+            _records(path / name, placed[name]) if name in placed else load_torch_file(path / name)
+        except UnreadableTorchFile as e:
+            raise CheckpointError(f"{name} {e}") from None
     return Checkpoint(path, int(manifest["round"]), int(manifest["rows"]))
 
 
-def _verify_file(file: Path, sha: str) -> None:
+def _manifest(path: Path) -> dict:
+    try:
+        return json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"no readable manifest.json ({e})") from None
+
+
+def _holders(manifest: dict, clients) -> dict[int, str | None]:
+    """The file holding each client's record (None: the manifest places it nowhere). A checkpoint written before
+    rank archives has no "clients" in its manifest and one client-NNNNN.pt per client, which holds the record
+    itself."""
+    if "clients" not in manifest:
+        return {index: _client_file(index) for index in clients}
+    return {index: manifest["clients"].get(str(index)) for index in clients}
+
+
+def _by_file(holders: dict[int, str | None]) -> dict[str, list[int]]:
+    placed = {}
+    for index, name in holders.items():
+        placed.setdefault(name, []).append(index)
+    return placed
+
+
+def _records(file: Path, indices: list[int]) -> dict[int, object]:
+    """The records of clients `indices` in `file`: members of a rank archive, each read alone, or the file itself
+    in the per-client layout. Raises UnreadableTorchFile saying what is wrong with it."""
+    if file.suffix != ".zip":
+        return {index: load_torch_file(file, mmap=False) for index in indices}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = set(archive.namelist())
+            missing = [_client_file(i) for i in indices if _client_file(i) not in names]
+            if missing:  # a truncated archive may open as the client file it ends inside, itself a zip
+                raise UnreadableTorchFile(f"is truncated or not the archive the manifest describes (it lacks "
+                                          f"{missing[:3]})", damaged=True)
+            return {index: _member(archive, _client_file(index)) for index in indices}
+    except (zipfile.BadZipFile, OSError) as e:  # BadZipFile also for a member's CRC mismatch
+        raise UnreadableTorchFile(f"is truncated or not a zip archive ({e})", damaged=True) from None
+
+
+def _member(archive: zipfile.ZipFile, member: str):
+    try:
+        return load_torch_file(archive.read(member))
+    except UnreadableTorchFile as e:
+        raise UnreadableTorchFile(f"has a member {member} that {e}", e.damaged) from None
+
+
+def _verify_checksum(file: Path, sha: str) -> None:
     try:
         data = file.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{file.name} is unreadable ({e})") from None
     if hashlib.sha256(data).hexdigest() != sha:
         raise CheckpointError(f"{file.name} is corrupt (checksum mismatch)")
-    # A matching checksum proves only that the manifest was written for these bytes (it may have been
-    # rewritten by hand): the file must also load, as load() will load it.
-    try:
-        load_torch_file(file)
-    except UnreadableTorchFile as e:
-        raise CheckpointError(f"{file.name} {e}") from None
 
 
 def _other_config(manifest: dict, digest: str, experiment: dict | None) -> str:
@@ -174,20 +259,23 @@ def find(root: Path, digest: str, n_clients: int, experiment: dict | None = None
 
 
 def load(path: Path, host, update=None) -> None:
-    """Restore the clients this rank hosts (any subset of the run's clients), the global state and the shared
-    update's state (server optimizer moments, adaptive clip norm; on every rank, the server too)."""
+    """Restore the clients this rank hosts (any subset of the run's clients, from whichever files hold them), the
+    global state and the shared update's state (server optimizer moments, adaptive clip norm; on every rank, the
+    server too)."""
     if update is not None and (path / "update.pt").exists():
         update.load_state_dict(_load_file(path / "update.pt"))
     if host is None:
         return
     host.set_global_state(_load_file(path / "global.pt"))
-    for index in host.clients:
-        host.set_client_state(index, _load_file(path / f"client-{index:05d}.pt"))
+    for name, indices in _by_file(_holders(_manifest(path), host.clients)).items():
+        for index, record in _load_file(path / name, indices).items():
+            host.set_client_state(index, record)
 
 
-def _load_file(file: Path):
+def _load_file(file: Path, indices: list[int] | None = None):
+    """The torch file `file`, or the records of clients `indices` in it."""
     try:
-        return load_torch_file(file, mmap=False)
+        return load_torch_file(file, mmap=False) if indices is None else _records(file, indices)
     except UnreadableTorchFile as e:  # verified on rank 0, so it changed since: another job writes there?
         raise CheckpointError(f"{file} {e} (it changed after it was verified); resume from another checkpoint "
                               "with --resume PATH, or check that no other job writes to this run") from None
