@@ -73,6 +73,10 @@ class TrainConfig:
     # own train split, from a fresh optimizer; the adapted copy is discarded (0: scored only as it comes)
     holdout_steps: int = option(0, ge=0, fix="use 0 to score held-out clients only as they come, or e.g. 20 "
                                 "local steps")
+    # evaluation rounds before the last score only this many clients, drawn per round from the seed; the last
+    # round scores every client and is what model selection uses (README, "Evaluation of many clients"); 0: all
+    eval_clients: int = option(0, ge=0, fix="use 0 to evaluate every client at every evaluation round, or e.g. 50 "
+                               "to score 50 sampled clients until the last round")
 
 
 @dataclass
