@@ -173,3 +173,25 @@ def test_leave_one_domain_out_splits_of_the_shipped_configs_on_their_real_shapes
     assert not np.any(listing.domains[_every_client_index(splits)] == d)
     assert {c.domain for c in splits.clients} == set(range(len(listing.domain_names))) - {d}
     np.testing.assert_array_equal(splits.unseen_domain_test, np.flatnonzero(listing.domains == d))
+
+
+def test_the_new_keys_at_their_defaults_keep_the_split_hash_and_experiment_digest_of_earlier_runs():
+    """A run made before the holdout keys existed keeps its split file and resumes from its checkpoints: the
+    digests of a default config are the ones hpcfed computed before (at commit 0776693, for this listing digest)."""
+    from hpcfed.config import Config
+    from hpcfed.config.schema import ADDED_LATER
+    from hpcfed.train.checkpoint import _other_config
+    from hpcfed.train.setup import split_hash
+
+    listing = SimpleNamespace(digest=lambda: "0123456789abcdef")
+    cfg = Config()
+    assert (split_hash(cfg, listing), cfg.experiment_digest()) == ("755d1f25d0c20282", "c257b5b7ff9dafbb"), (
+        "a config key added without an entry in hpcfed.config.schema.ADDED_LATER changes every earlier run's digests")
+    held_out = dataclasses.replace(cfg, partition=dataclasses.replace(cfg.partition, holdout_clients=2))
+    assert split_hash(held_out, listing) != split_hash(cfg, listing)
+    assert held_out.experiment_digest() != cfg.experiment_digest()
+    # A checkpoint written before the key existed has no such key: it reads as the old behaviour and is named.
+    stored = {"config_digest": cfg.experiment_digest(), "experiment": cfg.experiment()}
+    assert "holdout_clients" not in stored["experiment"]["partition"] and "partition.holdout_clients" in ADDED_LATER
+    message = _other_config(stored, held_out.experiment_digest(), held_out.experiment())
+    assert "partition.holdout_clients: 0 in the checkpoint, 2 now" in message

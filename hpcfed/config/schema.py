@@ -21,6 +21,21 @@ from hpcfed.update.privacy import PrivacyConfig
 from hpcfed.update.secagg import SecureAggregationConfig
 from hpcfed.update.server_opt import ServerConfig
 
+# Keys added after run files and checkpoints were first written, each with the value that means "as before it
+# existed" (a new key always defaults to the old behaviour). At that value a key is left out of the split hash and
+# the experiment digest, so the split file and checkpoints of a run made by an earlier hpcfed still match.
+ADDED_LATER = {"partition.holdout_clients": 0, "partition.holdout_domain": None, "train.holdout_steps": 0}
+
+
+def without_added_defaults(tree: dict) -> dict:
+    """A copy of a config dict (sections of it may be absent) without the ADDED_LATER keys at their old value."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    for dotted, old in ADDED_LATER.items():
+        section, key = dotted.split(".")
+        if section in out and out[section].get(key, old) == old:
+            out[section].pop(key, None)
+    return out
+
 
 @dataclass
 class ModelConfig:
@@ -151,7 +166,7 @@ class Config:
         output path are left out, so a run may move and resume with other settings; `rounds` too, since no round
         depends on the total (constant lr, no schedule), so a run may be extended. Checkpoints store it to name
         the keys a refused resume differs in."""
-        d = self.to_dict()
+        d = without_added_defaults(self.to_dict())
         d.pop("runtime"), d.pop("output"), d.pop("rounds")
         return d
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hpcfed.config.schema import ADDED_LATER
 from hpcfed.errors import CheckpointError, CheckpointOfAnotherConfig
 from hpcfed.runtime import EXIT_STOPPED, SERVER, Runtime
 from hpcfed.torchfile import UnreadableTorchFile, load_torch_file
@@ -131,8 +132,11 @@ def _other_config(manifest: dict, digest: str, experiment: dict | None) -> str:
 
 
 def _differences(stored: dict, current: dict) -> list[tuple[str, object, object]]:
-    """(dotted key, checkpoint's value, this run's value) for each key both have with different values."""
+    """(dotted key, checkpoint's value, this run's value) for each key both have with different values; a key
+    added to hpcfed later is, where a side lacks it, at the value that means "as before it existed"."""
     old, new = _flatten(stored), _flatten(json.loads(json.dumps(current)))  # the same JSON types on both sides
+    for key, value in ADDED_LATER.items():
+        old.setdefault(key, value), new.setdefault(key, value)
     # method options as they are written in YAML and overrides: method.<option>
     return [(key.replace("method.options.", "method.", 1), old[key], new[key]) for key in new
             if key in old and old[key] != new[key]]

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from hpcfed.config import Config, MethodConfig
+from hpcfed.config.schema import without_added_defaults
 from hpcfed.data import Listing, load_listing
 from hpcfed.data.verify import verify_images
 from hpcfed.errors import CheckpointError, CheckpointOfAnotherConfig, ConfigError, DataError, RunFileExists, SplitError
@@ -60,8 +61,8 @@ def staged_path(path: Path) -> Path:
 
 def split_hash(cfg: Config, listing: Listing) -> str:
     """Everything a split depends on: the data listing, the partition settings, the client count, the seed."""
-    key = {"listing": listing.digest(), "partition": dataclasses.asdict(cfg.partition), "clients": cfg.clients,
-           "seed": cfg.seed}
+    partition = without_added_defaults({"partition": dataclasses.asdict(cfg.partition)})["partition"]
+    key = {"listing": listing.digest(), "partition": partition, "clients": cfg.clients, "seed": cfg.seed}
     return hashlib.sha256(yaml.safe_dump(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
