@@ -36,3 +36,10 @@ def test_a_stored_round_is_full_only_if_a_client_outside_its_sample_was_scored()
     assert not _fully_evaluated(cfg, 2, rows)
     rows["val_accuracy"][:] = 0.4  # the last round of an earlier start with rounds: 3 scored everyone
     assert _fully_evaluated(cfg, 2, rows)
+
+
+def test_eval_clients_at_its_default_keeps_the_digests_of_runs_made_before_it():
+    """0 (every client) is the behaviour before the key existed: the experiment digest leaves it out then."""
+    plain, sampled = parse_config({"clients": 20}), parse_config({"clients": 20, "train": {"eval_clients": 5}})
+    assert "eval_clients" not in plain.experiment()["train"]
+    assert plain.experiment_digest() != sampled.experiment_digest()

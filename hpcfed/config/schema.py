@@ -24,7 +24,8 @@ from hpcfed.update.server_opt import ServerConfig
 # Keys added after run files and checkpoints were first written, each with the value that means "as before it
 # existed" (a new key always defaults to the old behaviour). At that value a key is left out of the split hash and
 # the experiment digest, so the split file and checkpoints of a run made by an earlier hpcfed still match.
-ADDED_LATER = {"partition.holdout_clients": 0, "partition.holdout_domain": None, "train.holdout_steps": 0}
+ADDED_LATER = {"partition.holdout_clients": 0, "partition.holdout_domain": None, "train.holdout_steps": 0,
+               "train.eval_clients": 0}
 
 
 def without_added_defaults(tree: dict) -> dict:
