@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import BIN, ENV, REPO, log, machine  # noqa: E402
 
-SECTIONS = ("cache", "profile", "runtime", "scaling", "flower")
+SECTIONS = ("cache", "profile", "runtime", "scaling", "clients", "flower")
 
 
 def flower_rows(out: Path) -> list[dict]:
@@ -70,6 +70,7 @@ def main() -> None:
     import cache_epoch
     import profile_step
     import runtime_bench
+    import scaling
 
     if "cache" in chosen:
         rows += cache_epoch.run(args.out / "cache")
@@ -83,6 +84,9 @@ def main() -> None:
     if "scaling" in chosen:
         (args.out / "scaling").mkdir(exist_ok=True)
         rows += runtime_bench.clients_per_rank(args.out / "scaling")
+    if "clients" in chosen:
+        (args.out / "clients").mkdir(exist_ok=True)
+        rows += scaling.client_scaling(args.out / "clients")
     if "flower" in chosen:
         rows += flower_rows(args.out / "flower")
     info.update(finished=time.time(), minutes=(time.time() - started) / 60, sections=chosen)
