@@ -36,6 +36,7 @@ CONFIG = "configs/demo.yaml"
 WORKERS = 2  # client ranks of `mpiexec -n 3` (server + 2) = Ray actors with one CPU each
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 RUN_TIMEOUT = 900  # s; a run this slow is broken, not slow
+MIN_REPS = 3  # repetitions per side that always run, whatever the budget (min and median need a few)
 
 
 @dataclass
@@ -54,10 +55,10 @@ class Workload:
 # The demo's clients already do seconds of work per round (2 epochs over ~150 images), so the overhead-bound case is
 # its 4-shot variant (2-18 training images, one SGD step per epoch) and the compute-bound case is the demo itself.
 WORKLOADS = [
-    Workload("demo-4shot", ["participation=1.0", "partition.shots=4"], rounds=5, reps=3,
+    Workload("demo-4shot", ["participation=1.0", "partition.shots=4"], rounds=5, reps=MIN_REPS,
              about="configs/demo.yaml, participation 1.0, partition.shots=4: 8 clients x 2 epochs of one batch "
                    "(2-18 images)"),
-    Workload("demo", ["participation=1.0"], rounds=4, reps=2,
+    Workload("demo", ["participation=1.0"], rounds=4, reps=MIN_REPS,
              about="configs/demo.yaml, participation 1.0: 8 clients x 2 epochs over 121-177 images (batch 32)"),
 ]
 
@@ -196,29 +197,44 @@ NOTES = {
     "round_s": "median over all timed rounds of all reps; rounds 2..R-1 (round 1 = warm-up, round R = evaluation). "
                "hpcfed: /metrics/global/round_seconds; Flower: time between consecutive configure_train calls of a "
                "FedAvg subclass. Neither evaluates in these rounds.",
+    "overhead_s": "the framework's own cost per round: each timed round minus the local training of the busier "
+                  "worker (both sides train the same clients with the same code and evaluate in no timed round), "
+                  "median over all timed rounds of all reps.",
     "peak_mem_mb": "peak over the run of summed PSS (/proc/<pid>/smaps_rollup) of the launcher and all descendants, "
                    "sampled every 0.25 s (hpcfed: mpiexec, proxy, 3 ranks; Flower: driver, Ray daemons, 2 actors)",
 }
 
 
+def _samples(runs: list[dict], metric: str) -> list[float]:
+    """Every value of `metric` over the runs of one side: per timed round for round_s and overhead_s."""
+    if metric == "round_s":
+        return [x for r in runs for x in r["rounds_s"]]
+    if metric == "overhead_s":  # the framework's own cost: a round minus the local training of the busier worker
+        return [t - x for r in runs for t, x in zip(r["rounds_s"], r["train_s"], strict=True)]
+    return [r[metric] for r in runs]
+
+
 def summarise(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per workload and metric, the median of each side (the ratio's) with its min, and for the per-round
+    framework overhead its spread: min, quartiles and max over every timed round of every repetition."""
     rows, checks = [], []
     for w in WORKLOADS:
         sides = {s: [r for r in runs if r["workload"] == w.name and r["side"] == s] for s in ("hpcfed", "flower")}
         if not all(sides.values()):
             continue
         for metric in NOTES:
-            values = {s: (statistics.median(x for r in rs for x in r["rounds_s"]) if metric == "round_s"
-                          else statistics.median(r[metric] for r in rs)) for s, rs in sides.items()}
-            notes = f"{NOTES[metric].rstrip('.')}. {w.about}; {w.rounds} rounds"
-            if metric == "round_s":  # the framework's share: a round minus the local training of the busier worker
-                rest = {s: statistics.median(t - x for r in rs
-                                             for t, x in zip(r["rounds_s"], r["train_s"], strict=True))
-                        for s, rs in sides.items()}
-                notes += (f". Round minus local training on the busier worker (median): hpcfed {rest['hpcfed']:.2f} s, "
-                          f"flower {rest['flower']:.2f} s")
-            rows.append({"workload": w.name, "metric": metric, "hpcfed": round(values["hpcfed"], 3),
-                         "flower": round(values["flower"], 3), "ratio": round(values["flower"] / values["hpcfed"], 2),
+            samples = {s: _samples(rs, metric) for s, rs in sides.items()}
+            median = {s: statistics.median(v) for s, v in samples.items()}
+            notes = (f"{NOTES[metric].rstrip('.')}. {w.about}; {w.rounds} rounds. Min: hpcfed "
+                     f"{min(samples['hpcfed']):.3f}, flower {min(samples['flower']):.3f}")
+            if metric == "overhead_s":
+                spread = {s: statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3 for s, v in samples.items()}
+                notes += "; spread (min / quartiles / max): " + ", ".join(
+                    f"{s} {min(v):.3f} / {spread[s][0]:.3f}-{spread[s][2]:.3f} / {max(v):.3f} over {len(v)} rounds"
+                    for s, v in samples.items())
+            rows.append({"workload": w.name, "metric": metric, "hpcfed": round(median["hpcfed"], 3),
+                         "flower": round(median["flower"], 3), "ratio": round(median["flower"] / median["hpcfed"], 2),
+                         "hpcfed_min": round(min(samples["hpcfed"]), 3), "flower_min": round(min(samples["flower"]), 3),
                          "reps": min(len(rs) for rs in sides.values()), "notes": notes})
         # Same clients, same seeds, same code: the final personalised models must score (nearly) the same.
         h, f = sides["hpcfed"][0]["test_accuracy_last"], sides["flower"][0]["test_accuracy_last"]
@@ -262,7 +278,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="directory for flower.json, run files and logs")
     parser.add_argument("--budget", type=float, default=400, help="seconds for the whole run; repetitions beyond "
-                        "the first of each workload are skipped when the next one would overrun it")
+                        f"the first {MIN_REPS} of each workload are skipped when the next one would overrun it")
     args = parser.parse_args()
     began = time.time()
 
@@ -286,7 +302,7 @@ def main() -> int:
         for w in WORKLOADS:
             if rep >= w.reps:
                 continue
-            if rep > 0 and time.time() - began + last_pair[w.name] > args.budget:
+            if rep >= MIN_REPS and time.time() - began + last_pair[w.name] > args.budget:
                 say(f"{w.name}: repetition {rep + 1} skipped (would overrun the {args.budget:.0f} s budget)")
                 continue
             t = time.time()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import BIN, ENV, REPO, log, machine  # noqa: E402
 
-SECTIONS = ("cache", "profile", "runtime", "scaling", "checkpoint", "flower")
+SECTIONS = ("cache", "profile", "runtime", "scaling", "clients", "checkpoint", "flower")
 
 
 def flower_rows(out: Path) -> list[dict]:
@@ -71,6 +71,7 @@ def main() -> None:
     import checkpoint_bench
     import profile_step
     import runtime_bench
+    import scaling
 
     if "cache" in chosen:
         rows += cache_epoch.run(args.out / "cache")
@@ -84,6 +85,9 @@ def main() -> None:
     if "scaling" in chosen:
         (args.out / "scaling").mkdir(exist_ok=True)
         rows += runtime_bench.clients_per_rank(args.out / "scaling")
+    if "clients" in chosen:
+        (args.out / "clients").mkdir(exist_ok=True)
+        rows += scaling.client_scaling(args.out / "clients")
     if "checkpoint" in chosen:
         rows += checkpoint_bench.run(args.out / "checkpoint")
     if "flower" in chosen:

@@ -24,6 +24,7 @@ class Stream(IntEnum):
     PRIVACY_NOISE = 10  # the server's Gaussian noise, per round: the same on any number of ranks
     HOLDOUT = 11  # which clients never train (partition.holdout_clients), drawn once for the run
     HOLDOUT_STEPS = 12  # a held-out client's adaptation steps, per (client, round, 0 data order / 1 torch)
+    EVAL_SAMPLE = 13  # which clients a sampled evaluation round scores (train.eval_clients), per round
 
 
 def seed_sequence(seed: int, stream: Stream, *key: int) -> np.random.SeedSequence:
@@ -55,3 +56,11 @@ def sample_clients(seed: int, round_index: int, n_clients: int, participation: f
     if m == len(pool):
         return pool
     return np.sort(pool[generator(seed, Stream.SAMPLING, round_index).choice(len(pool), m, replace=False)])
+
+
+def evaluation_sample(seed: int, round_index: int, n_clients: int, eval_clients: int) -> np.ndarray | None:
+    """The clients a sampled evaluation round scores: `eval_clients` of them drawn without replacement from its
+    own stream, per round; None (every client) when eval_clients is 0 or covers them all."""
+    if eval_clients == 0 or eval_clients >= n_clients:
+        return None
+    return np.sort(generator(seed, Stream.EVAL_SAMPLE, round_index).choice(n_clients, eval_clients, replace=False))

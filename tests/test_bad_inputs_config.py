@@ -105,6 +105,12 @@ CASES = [
          "at 'recipes.pfedmma.lr': must be a finite number, got -inf", FINITE_FIX, verb="split"),
     Case("nonfinite-override-rounds", bad(VALID), ["-o", "rounds=.inf"],
          "at 'rounds': must be a finite number, got inf", FINITE_FIX),
+    # 5. train.eval_clients out of range: negative, or more clients than the run has
+    Case("eval-clients-negative", bad(VALID), ["-o", "train.eval_clients=-1"],
+         "at 'train.eval_clients': must be >= 0, got -1", "use 0 to evaluate every client"),
+    Case("eval-clients-above-clients", bad(VALID + "  eval_clients: 5\n"), [],
+         "at 'train.eval_clients': samples 5 clients per evaluation round, but the run has only 4",
+         "use at most 4", verb="split"),
     # unreadable files and a bad base: one line, never a traceback
     Case("not-utf8", {"bad.yaml": b"rounds: 2\n\xff\xfe\n"}, [], "at 'bad.yaml': the config file is not UTF-8 text",
          "Fix: pass the YAML config file"),

@@ -24,7 +24,8 @@ from hpcfed.update.server_opt import ServerConfig
 # Keys added after run files and checkpoints were first written, each with the value that means "as before it
 # existed" (a new key always defaults to the old behaviour). At that value a key is left out of the split hash and
 # the experiment digest, so the split file and checkpoints of a run made by an earlier hpcfed still match.
-ADDED_LATER = {"partition.holdout_clients": 0, "partition.holdout_domain": None, "train.holdout_steps": 0}
+ADDED_LATER = {"partition.holdout_clients": 0, "partition.holdout_domain": None, "train.holdout_steps": 0,
+               "train.eval_clients": 0}
 
 
 def without_added_defaults(tree: dict) -> dict:
@@ -88,6 +89,10 @@ class TrainConfig:
     # own train split, from a fresh optimizer; the adapted copy is discarded (0: scored only as it comes)
     holdout_steps: int = option(0, ge=0, fix="use 0 to score held-out clients only as they come, or e.g. 20 "
                                 "local steps")
+    # evaluation rounds before the last score only this many clients, drawn per round from the seed; the last
+    # round scores every client and is what model selection uses (README, "Evaluation of many clients"); 0: all
+    eval_clients: int = option(0, ge=0, fix="use 0 to evaluate every client at every evaluation round, or e.g. 50 "
+                               "to score 50 sampled clients until the last round")
 
 
 @dataclass

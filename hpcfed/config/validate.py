@@ -41,7 +41,7 @@ def validate(c: Config, check_weights: bool = True, check_data: bool = False) ->
 def problems(c: Config, check_weights: bool = True, check_data: bool = False) -> list[ConfigError]:
     """The problems of `c` in the order of the checks; each check stops at its own first problem."""
     checks: list[Callable[[Config], None]] = [check_options, _check_fractions, _check_holdout, _check_prompt,
-                                              _check_augment,
+                                              _check_augment, _check_eval_clients,
                                               _check_scheme, _check_dataset, _check_method_options, check_privacy,
                                               lambda c: check_headroom(c.clients, c.secure_aggregation)]
     checks.append(lambda c: check_model(c.model.name, c.model.pretrained if check_weights else None))
@@ -98,6 +98,12 @@ def _check_augment(c: Config) -> None:
              "cache, which holds K fixed views per image",
              "set train.augment_views to K > 0 (e.g. 8) to train on K cached views per image, or extract.enabled: "
              "false for fresh crops every epoch")
+
+
+def _check_eval_clients(c: Config) -> None:
+    n = c.train.eval_clients
+    _require(n <= c.clients, "train.eval_clients", f"samples {n} clients per evaluation round, but the run has only "
+             f"{c.clients}", f"use at most {c.clients} (or 0 to evaluate every client every evaluation round)")
 
 
 # An unknown name raises, naming the key.

@@ -51,7 +51,7 @@ def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
     if not evaluated:
         return None
     r = evaluated[-1]
-    means = {}
+    means = {"clients": float(np.isfinite(accuracy[r]).sum())}
     for name in ("test_accuracy", "base_accuracy", "novel_accuracy"):
         row = f[f"metrics/client/{name}"][r]
         if np.isfinite(row).any():
@@ -60,6 +60,12 @@ def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
         # HM of the client-averaged Local, Base and Novel, as /final/*/summary/hm (methods.md §1.7).
         means["hm"] = harmonic_mean(means["test_accuracy"], means["base_accuracy"], means["novel_accuracy"])
     return r, means
+
+
+def _eval_clients(f) -> int:
+    """train.eval_clients of the run (0 in runs made before it existed)."""
+    config = yaml.safe_load(f["config"].asstr()[()]) or {}
+    return int((config.get("train") or {}).get("eval_clients") or 0)
 
 
 def _selected_metrics(f) -> tuple[int, dict[str, float]] | None:
@@ -80,8 +86,12 @@ def _accuracy_lines(f, done: int, state: str) -> list[str]:
     if not latest:
         return []
     r, means = latest
+    clients, sample = int(means.pop("clients")), _eval_clients(f)
+    # A round that scored a sample (train.eval_clients) is a mean over those clients only.
+    sampled = 0 < sample < f["metrics/client/test_accuracy"].shape[1] and clients <= sample
+    over = f"mean over the {clients} clients sampled (train.eval_clients)" if sampled else "mean over clients"
     also = "; also selected on validation accuracy" if selected and selected[0] == r else ""
-    lines = [f"accuracy round {r + 1} (latest evaluated{also}): {format_accuracies(means)}, mean over clients"]
+    lines = [f"accuracy round {r + 1} (latest evaluated{also}): {format_accuracies(means)}, {over}"]
     if selected and selected[0] != r:
         lines.append(f"         round {selected[0] + 1} (selected on validation accuracy, as 'hpcfed report' "
                      f"shows): {format_accuracies(selected[1])}")

@@ -18,6 +18,7 @@ from hpcfed.models import trim_text_context
 from hpcfed.rng import Stream, generator, torch_seed
 from hpcfed.runtime import raise_if_stopped
 from hpcfed.split import ClientSplit, Splits
+from hpcfed.train.reuse import SameParameters
 
 
 @dataclass
@@ -100,6 +101,8 @@ class ClientHost:
         # Every client starts from the same initial parameters (as in the reference code).
         self.global_shared = self._flat_shared().clone()
         self.initial_local = {n: p.detach().clone() for n, p in self.local_params.items()}
+        # Text features and global-set scores of a model are reused while its parameters are the same (reuse.py).
+        self.same_parameters = SameParameters([*added.parameters(), *added.buffers()])
         self.clients = {
             index: Client(index, splits.clients[index], {n: p.clone() for n, p in self.initial_local.items()},
                           make_optimizer(self.trainable, cfg), generator(cfg.seed, Stream.CLIENT_DATA, index),
@@ -273,12 +276,23 @@ class ClientHost:
         self.published_known |= mask
 
     @torch.no_grad()
-    def _accuracy(self, index: np.ndarray, task: Task) -> tuple[float, float]:
-        """(accuracy, mean loss) of the loaded parameters on `index`, classified among `task`'s classes."""
+    def _accuracy(self, index: np.ndarray, task: Task, global_set: str = "") -> tuple[float, float]:
+        """(accuracy, mean loss) of the loaded parameters on `index`, classified among `task`'s classes; a
+        `global_set` (the same images for every client) is scored once per distinct set of parameters."""
         if index is None or len(index) == 0:
             return float("nan"), float("nan")
-        with self.autocast(training=False):
-            text = self.method.text_features(self.clip, task.tokens)
+        reused = self.same_parameters.values()
+        if global_set:
+            if global_set not in reused:
+                reused[global_set] = self._score(index, task, reused)
+            return reused[global_set]
+        return self._score(index, task, reused)
+
+    def _score(self, index: np.ndarray, task: Task, reused: dict) -> tuple[float, float]:
+        if id(task) not in reused:
+            with self.autocast(training=False):
+                reused[id(task)] = self.method.text_features(self.clip, task.tokens)
+        text = reused[id(task)]
         correct, loss_sum = 0, 0.0
         for start in range(0, len(index), self.cfg.train.eval_batch_size):
             raise_if_stopped()  # the zero-shot evaluation of set-up can take minutes on a large dataset
@@ -299,10 +313,11 @@ class ClientHost:
         out["val_accuracy"], out["val_loss"] = self._accuracy(client.split.val, self.train_task)
         out["test_accuracy"], out["test_loss"] = self._accuracy(client.split.test, self.train_task)
         if self.splits.unseen_domain_test is not None:  # leave-one-domain-out: the domain no client holds
-            out["unseen_domain_accuracy"], _ = self._accuracy(self.splits.unseen_domain_test, self.train_task)
+            out["unseen_domain_accuracy"], _ = self._accuracy(self.splits.unseen_domain_test, self.train_task,
+                                                              "unseen_domain")
         if self.novel_task is not None:
-            out["base_accuracy"], _ = self._accuracy(self.splits.base_test, self.train_task)
-            out["novel_accuracy"], _ = self._accuracy(self.splits.novel_test, self.novel_task)
+            out["base_accuracy"], _ = self._accuracy(self.splits.base_test, self.train_task, "base")
+            out["novel_accuracy"], _ = self._accuracy(self.splits.novel_test, self.novel_task, "novel")
             out["hm"] = harmonic_mean(out["test_accuracy"], out["base_accuracy"], out["novel_accuracy"])
         if self.n_shared > 0:
             if self.local_params or client.trained_shared:

@@ -19,7 +19,7 @@ from hpcfed.runtime import RemoteRankFailed, Runtime, StopRequest
 from hpcfed.train import checkpoint
 from hpcfed.train.aggregate import Aggregation
 from hpcfed.train.checkpoint import EXIT_CHECKPOINTED
-from hpcfed.train.recorder import Recorder, is_eval_round
+from hpcfed.train.recorder import Recorder, evaluated_clients, is_eval_round
 from hpcfed.train.setup import set_up
 from hpcfed.update import RoundPlan, SharedUpdate
 
@@ -83,10 +83,13 @@ def run(cfg: Config, rt: Runtime, overwrite: bool = False,
             for callback in callbacks:
                 callback(RoundEvent("aggregated", r, selected, aggregation.buffer, host))
 
-            # Every client is evaluated, not only the participants (methods.md §1.11); held-out ones as new clients.
+            # Every client is evaluated, not only the participants (methods.md §1.11); held-out ones as new clients;
+            # with train.eval_clients, a sample of them before the last round.
             t = time.perf_counter()
             evaluate = is_eval_round(cfg, r)
-            for c in my_clients if evaluate else ():
+            sample = evaluated_clients(cfg, r)
+            scored = my_clients if sample is None else sorted(set(my_clients) & set(sample.tolist()))
+            for c in scored if evaluate else ():
                 metrics[c].update(host.evaluate_new_client(host.clients[c], r) if c in held_out
                                   else host.evaluate(host.clients[c]))
             timing["evaluate"] = time.perf_counter() - t

@@ -11,11 +11,28 @@ import numpy as np
 from hpcfed.config import Config
 from hpcfed.metrics import format_accuracy, format_bytes, format_duration, select_round
 from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter
+from hpcfed.rng import evaluation_sample
 from hpcfed.runtime import SERVER
 
 
 def is_eval_round(cfg: Config, r: int) -> bool:
     return (r + 1) % cfg.eval_every == 0 or r == 0 or r == cfg.rounds - 1
+
+
+def evaluated_clients(cfg: Config, r: int) -> np.ndarray | None:
+    """The clients an evaluation round scores: with train.eval_clients, a sample drawn from the seed at every
+    round but the last (the same on any number of ranks); None: every client (the last round always)."""
+    return None if r == cfg.rounds - 1 else evaluation_sample(cfg.seed, r, cfg.clients, cfg.train.eval_clients)
+
+
+def _fully_evaluated(cfg: Config, r: int, rows: dict[str, np.ndarray]) -> bool:
+    """Whether a stored round scored every client: not sampled, or (the last round of an earlier, shorter start)
+    a client outside its sample has a score."""
+    sample = evaluated_clients(cfg, r)
+    if sample is None:
+        return True
+    outside = np.setdiff1d(np.arange(cfg.clients), sample)
+    return any(np.isfinite(rows[name][outside]).any() for name in CLIENT_METRICS if name != "train_loss")
 
 
 class Recorder:
@@ -29,6 +46,8 @@ class Recorder:
         before = {name: writer.file[f"metrics/client/{name}"][:first_round] for name in CLIENT_METRICS}
         self.evaluated = {r: {name: rows[r] for name, rows in before.items()} for r in range(first_round)
                           if is_eval_round(cfg, r) or np.isfinite(before["test_accuracy"][r]).any()}
+        # Model selection looks only at rounds that scored every client (train.eval_clients samples the others).
+        self.fully_evaluated = {r for r, rows in self.evaluated.items() if _fully_evaluated(cfg, r, rows)}
         self.started = time.perf_counter()
 
     def zero_shot(self, gathered: list[dict[int, dict[str, float]]]) -> None:
@@ -62,20 +81,26 @@ class Recorder:
         self.writer.write_round(r, rows, global_row, timing_rows, comm, update or {})
         if evaluate:
             self.evaluated[r] = rows
+            if evaluated_clients(self.cfg, r) is None:
+                self.fully_evaluated.add(r)
         elapsed = time.perf_counter() - self.started
         # The aggregate phase is mostly client ranks waiting for the slowest one, then the Allreduce itself.
         sync_share = float(np.mean(timing_rows["aggregate"][1:]) / max(round_seconds, 1e-9))
         moved = int(comm["up"].sum() + comm["down"].sum())
         eta = elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1)
+        sampled = evaluate and evaluated_clients(self.cfg, r) is not None
         sys.stdout.write(
-            f"round {r + 1:>3}/{self.cfg.rounds}  Local {format_accuracy(mean_acc)}  "
+            f"round {r + 1:>3}/{self.cfg.rounds}  Local {format_accuracy(mean_acc)}"
+            f"{f' ({self.cfg.train.eval_clients} sampled)' if sampled else ''}  "
             f"train loss {global_row['mean_train_loss']:.3f}  {round_seconds:.2f} s/round  "
             f"wait+sync {sync_share:.0%}  moved {format_bytes(moved)}  ETA {format_duration(eta)}\n")
         sys.stdout.flush()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        rounds = sorted(self.evaluated)
-        chosen, how = select_round(rounds, {r: self.evaluated[r]["val_accuracy"] for r in rounds})
+        rounds, candidates = sorted(self.evaluated), sorted(self.fully_evaluated)
+        chosen, how = select_round(candidates, {r: self.evaluated[r]["val_accuracy"] for r in candidates})
+        if len(candidates) < len(rounds):  # /final/selection holds 64 bytes
+            how += ", full rounds only"  # train.eval_clients: the others scored a sample
         for which, r in (("selected", chosen), ("last", rounds[-1])):
             self.writer.write_final(which, r, self.evaluated[r], self.client_domain, self.n_domains)
         self.writer.write_selection(how)

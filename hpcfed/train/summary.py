@@ -31,7 +31,10 @@ def print_client_table(path: Path) -> None:
         if zero_shot is not None:
             columns["zero-shot"] = zero_shot
         evaluated = [r for r in range(int(f["progress/rounds_done"][()])) if np.isfinite(acc[r]).any()]
-        columns[f"round {evaluated[0] + 1}"] = acc[evaluated[0]]
+        first = acc[evaluated[0]]
+        # A round that scored a sample (train.eval_clients) says so: its mean is over the sample only.
+        sampled = np.isfinite(first).sum() < np.isfinite(acc[evaluated[-1]]).sum()
+        columns[f"round {evaluated[0] + 1}{' sample' if sampled else ''}"] = first
         for which in ("selected", "last"):
             values = _column(f, which)
             if values is not None:
