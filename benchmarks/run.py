@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import BIN, ENV, REPO, log, machine  # noqa: E402
 
-SECTIONS = ("cache", "profile", "runtime", "scaling", "clients", "checkpoint", "flower")
+SECTIONS = ("cache", "profile", "runtime", "clients", "checkpoint", "flower")
 
 
 def flower_rows(out: Path) -> list[dict]:
@@ -82,9 +82,6 @@ def main() -> None:
         ranks_rows, ten_clients = runtime_bench.ranks_vs_sequential(args.out / "runtime")
         rows += ranks_rows + runtime_bench.aggregation_share(ten_clients)
         rows += runtime_bench.bytes_per_method(ten_clients)
-    if "scaling" in chosen:
-        (args.out / "scaling").mkdir(exist_ok=True)
-        rows += runtime_bench.clients_per_rank(args.out / "scaling")
     if "clients" in chosen:
         (args.out / "clients").mkdir(exist_ok=True)
         rows += scaling.client_scaling(args.out / "clients")

@@ -2,7 +2,6 @@
 - N client ranks against one client rank doing every client one after another (the reference codebases'
   pattern), same clients, rounds and data;
 - the share of a round spent outside local training and evaluation (aggregation, waiting, I/O) at 10 clients;
-- 10, 30, 100 persistent virtual clients on the same ranks: peak memory per rank and time per round;
 - bytes moved per round by each method (10 clients, fp32 payloads), as the runtime records them in /comm."""
 
 from __future__ import annotations
@@ -52,32 +51,6 @@ def aggregation_share(result: dict) -> list[dict]:
              "ratio": None, "reps": len(share),
              "notes": f"median over rounds 2..; the Allreduce phase alone (incl. waiting for the slower rank) "
                       f"{np.median(aggregate):.1%}; target < 5%"}]
-
-
-def clients_per_rank(out: Path, counts=(10, 30, 100), client_ranks: int = 2) -> list[dict]:
-    from hpcfed.train.checkpoint import checkpoint_root
-
-    log(f"virtual clients per rank: {counts} clients on {client_ranks} client ranks")
-    rows, first = [], None
-    for n in counts:
-        overrides = {**TEN, "clients": n, "rounds": 3, "runtime.checkpoint_every": 2, "partition.min_samples": 1}
-        path = out / f"clients-{n}.h5"
-        result = hpcfed_train(client_ranks + 1, CONFIG, overrides, path, match_memory=True)
-        ckpt = next(checkpoint_root(path).glob("round-*"))
-        personal_mb = float(np.mean([p.stat().st_size for p in ckpt.glob("client-*.pt")])) / 2**20
-        rank_mb = max(result["peak_rank_mb"])
-        per_round = median(steady_rounds(result["round_seconds"]))
-        if first is None:
-            first = (n, rank_mb)
-        growth = (rank_mb - first[1]) / max(n - first[0], 1) * client_ranks  # per client added to a rank
-        log(f"  {n} clients: peak {rank_mb:.0f} MB per rank, {per_round:.2f} s/round, personal state "
-            f"{personal_mb:.2f} MB per client")
-        rows.append({"section": "scaling", "workload": f"{n} clients on {client_ranks} client ranks",
-                     "metric": "peak MB per rank", "baseline": None, "hpcfed": rank_mb, "ratio": None, "reps": 1,
-                     "notes": f"{per_round:.2f} s/round; personal state {personal_mb:.2f} MB per client (checkpoint "
-                              f"file); growth {growth:.2f} MB per added client" if n != first[0] else
-                              f"{per_round:.2f} s/round; personal state {personal_mb:.2f} MB per client"})
-    return rows
 
 
 def bytes_per_method(measured: dict, clients: int = 10) -> list[dict]:
