@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hpcfed.cli import main
 from hpcfed.config import Config
-from hpcfed.report.runs import experiments, read_run, read_runs
+from hpcfed.report.runs import experiment_labels, experiments, read_run, read_runs
 from hpcfed.report.sweeps import SWEEPS, accuracy_vs, swept
 from hpcfed.report.table import _cell, build_table, caption, shown
 from hpcfed.results import CLIENT_METRICS, PHASES, RunWriter, create_split_file, open_run
@@ -143,3 +143,11 @@ def test_the_table_shows_epsilon_only_when_a_run_used_privacy(tmp_path):
     table = build_table(both)
     assert "epsilon" in shown(table) and "epsilon:" in caption(both, "selected")
     assert sorted(_cell(row, "epsilon") for _, row in table.iterrows()) == ["2.5", "inf"]
+
+
+def test_a_run_without_privacy_is_not_labelled_with_the_noise_it_never_added(tmp_path):
+    runs = read_runs([synthetic_run(tmp_path / "plain.h5", 0, 0.7),
+                      synthetic_run(tmp_path / "dp.h5", 0, 0.7, epsilon=[0.5, 1.5, 2.5])])
+    labels = sorted(experiment_labels(experiments(runs)).values())
+    assert labels == ["pfedmma (privacy.enabled=False)",
+                      "pfedmma (privacy.enabled=True, privacy.noise_multiplier=4.0)"], labels

@@ -19,8 +19,6 @@ from hpcfed.results import open_run
 NOT_THE_SETTING = ("seed", "output", "name", "runtime")
 
 
-
-
 @dataclass
 class RunInfo:
     path: Path
@@ -169,5 +167,7 @@ def experiment_labels(groups: dict[tuple[str, str, str], list[RunInfo]]) -> dict
         differing = sorted({k for flat in siblings for k in flat if any(k not in f or f[k] != flat[k]
                                                                         for f in siblings)})
         own = members[0].flat_setting
-        labels[key] = f"{key[1]} ({', '.join(f'{k}={own.get(k)}' for k in differing)})" if differing else key[1]
+        # The options of a section switched off (privacy.enabled false) did nothing: naming them only misleads.
+        shown = [k for k in differing if k.endswith(".enabled") or own.get(f"{k.rsplit('.', 1)[0]}.enabled", True)]
+        labels[key] = f"{key[1]} ({', '.join(f'{k}={own.get(k)}' for k in shown)})" if shown else key[1]
     return labels
