@@ -100,6 +100,24 @@ def test_a_checkpoint_of_more_clients_than_ranks_is_at_most_ranks_plus_two_files
     assert sorted(int(index) for index in manifest["clients"]) == [0, 1, 2, 3]
 
 
+def test_a_rank_archive_is_written_a_client_at_a_time_not_built_in_memory(tmp_path):
+    import tracemalloc
+
+    import torch
+
+    states = {i: {"local": {"w": torch.full((256, 1024), float(i))}} for i in range(32)}  # 1 MB each, 32 in all
+    tracemalloc.start()
+    part = checkpoint.write_part(tmp_path, 1, states, {})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # about 8 MB (a record and torch.save's buffers); the whole archive in memory was 32 MB at least
+    assert peak < 16 * 2**20, f"writing the 32 MB archive held {peak / 2**20:.1f} MB at once"
+    archive = tmp_path / "rank-0001.zip"
+    assert part["files"] == {"rank-0001.zip": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    with zipfile.ZipFile(archive) as z:
+        assert len(z.namelist()) == 32 and z.testzip() is None
+
+
 def test_a_checkpoint_in_the_per_client_layout_resumes_to_the_same_results(interrupted, reference, tmp_path):
     cfg = moved(interrupted[0], tmp_path / "old.yaml")
     as_per_client_files(cfg.with_suffix(".ckpt") / "round-000002")
