@@ -93,7 +93,7 @@ compare-unseen: data
 test-multinode: data
 	HPCFED_MULTINODE=full $(BIN)/python -m pytest -q --durations=0 -m multinode tests/test_multinode.py
 
-# Benchmarks side by side (cache, profile, MPI runtime, clients per rank, Flower peer in .venv-flower):
+# Benchmarks side by side (cache, profile, MPI runtime, client scaling, checkpoints, Flower peer in .venv-flower):
 # runs/bench/bench.md and bench.json. BENCH_ARGS="--skip flower" leaves the Flower peer out.
 BENCH_ARGS ?=
 bench: data
