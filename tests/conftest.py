@@ -19,7 +19,8 @@ from slurm_multinode import slurm_two_nodes  # noqa: F401
 
 # Test files that share one SLURM cluster (a session fixture) must run on one pytest-xdist worker: two workers would
 # each start a cluster, and two slurmctld on one machine fight over ports and state. Every other file is its own unit,
-# as with `--dist loadfile`.
+# as with `--dist loadfile`. The SLURM unit is the longest (6-7 min of jobs, much of it waiting on slurmctld) and goes
+# first: given out in its turn by test count, it could start late and leave one worker running it alone at the end.
 SLURM_TEST_FILES = ("tests/test_slurm.py", "tests/test_multinode.py")
 
 
@@ -31,6 +32,11 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid):
             path = nodeid.split("::", 1)[0]
             return "slurm" if path.endswith(SLURM_TEST_FILES) else path
+
+        def _assign_work_unit(self, node):
+            if "slurm" in self.workqueue:
+                self.workqueue.move_to_end("slurm", last=False)
+            super()._assign_work_unit(node)
 
     return OneWorkerForSlurm(config, log)
 
