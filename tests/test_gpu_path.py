@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
 from hpcfed.config import parse_config
@@ -23,25 +24,29 @@ def metrics(path) -> dict[str, np.ndarray]:
         return {k: f[f"metrics/client/{k}"][:] for k in f["metrics/client"]}
 
 
-def test_device_buffer_path_gives_bitwise_the_metrics_of_the_host_buffer(tmp_path, image_tree):
-    runs = {}
-    for name, aware in (("host", False), ("device", True)):
-        cfg = write_config(tmp_path / f"{name}.yaml", image_tree, rounds=2, **{"runtime.cuda_aware_mpi": aware})
-        r = run_mpi(2, [str(HPCFED), "train", str(cfg)])
-        assert r.returncode == 0, r.stderr
-        runs[name] = metrics(tmp_path / f"{name}.h5")
-    for key in runs["host"]:
-        np.testing.assert_array_equal(runs["host"][key], runs["device"][key], err_msg=key)
+@pytest.fixture(scope="module")
+def fp32_host_buffer(tmp_path_factory, image_tree) -> dict[str, np.ndarray]:
+    """A 2-round fp32 run through the host buffer: the reference of both the device-buffer and the amp run."""
+    return train(tmp_path_factory.mktemp("fp32") / "host.yaml", image_tree)
 
 
-def test_amp_training_runs_end_to_end_and_stays_close_to_fp32(tmp_path, image_tree):
-    runs = {}
-    for precision in ("fp32", "amp"):
-        cfg = write_config(tmp_path / f"{precision}.yaml", image_tree, rounds=1, **{"train.precision": precision})
-        r = run_mpi(2, [str(HPCFED), "train", str(cfg)])
-        assert r.returncode == 0, r.stderr
-        runs[precision] = metrics(tmp_path / f"{precision}.h5")
-    fp32, amp = runs["fp32"]["train_loss"], runs["amp"]["train_loss"]
+def train(cfg_path, image_tree, **overrides) -> dict[str, np.ndarray]:
+    cfg = write_config(cfg_path, image_tree, rounds=2, **overrides)
+    r = run_mpi(2, [str(HPCFED), "train", str(cfg)])
+    assert r.returncode == 0, r.stderr
+    return metrics(cfg.with_suffix(".h5"))
+
+
+def test_device_buffer_path_gives_bitwise_the_metrics_of_the_host_buffer(tmp_path, image_tree, fp32_host_buffer):
+    device = train(tmp_path / "device.yaml", image_tree, **{"runtime.cuda_aware_mpi": True})
+    assert sorted(device) == sorted(fp32_host_buffer)
+    for key in fp32_host_buffer:
+        np.testing.assert_array_equal(fp32_host_buffer[key], device[key], err_msg=key)
+
+
+def test_amp_training_runs_end_to_end_and_stays_close_to_fp32(tmp_path, image_tree, fp32_host_buffer):
+    amp = train(tmp_path / "amp.yaml", image_tree, **{"train.precision": "amp"})["train_loss"]
+    fp32 = fp32_host_buffer["train_loss"]
     assert np.isfinite(amp[~np.isnan(fp32)]).all()
     assert not np.array_equal(fp32, amp)  # autocast really ran in fp16
     # Round 1 starts every client from the same parameters: fp16 autocast stays within 2% of fp32 there (later
