@@ -79,16 +79,16 @@ class Recorder:
         timing_rows = {p: np.array([g[1][p] for g in gathered]) for p in PHASES}
         timing_rows["io"][SERVER] = time.perf_counter() - t
         self.writer.write_round(r, rows, global_row, timing_rows, comm, update or {})
+        sampled = evaluate and evaluated_clients(self.cfg, r) is not None
         if evaluate:
             self.evaluated[r] = rows
-            if evaluated_clients(self.cfg, r) is None:
+            if not sampled:
                 self.fully_evaluated.add(r)
         elapsed = time.perf_counter() - self.started
         # The aggregate phase is mostly client ranks waiting for the slowest one, then the Allreduce itself.
         sync_share = float(np.mean(timing_rows["aggregate"][1:]) / max(round_seconds, 1e-9))
         moved = int(comm["up"].sum() + comm["down"].sum())
         eta = elapsed / (r + 1 - self.first_round) * (self.cfg.rounds - r - 1)
-        sampled = evaluate and evaluated_clients(self.cfg, r) is not None
         sys.stdout.write(
             f"round {r + 1:>3}/{self.cfg.rounds}  Local {format_accuracy(mean_acc)}"
             f"{f' ({self.cfg.train.eval_clients} sampled)' if sampled else ''}  "
