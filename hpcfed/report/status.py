@@ -44,14 +44,15 @@ def _open(path: Path):
     return f
 
 
-def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
-    """(round, client means) of the newest evaluated round among the valid rows; NaN marks 'not evaluated'."""
+def _latest_metrics(f, done: int) -> tuple[int, dict[str, float], int] | None:
+    """(round, client means, clients scored) of the newest evaluated round among the valid rows; NaN marks 'not
+    evaluated'."""
     accuracy = f["metrics/client/test_accuracy"][:done]
     evaluated = [r for r in range(done) if np.isfinite(accuracy[r]).any()]
     if not evaluated:
         return None
     r = evaluated[-1]
-    means = {"clients": float(np.isfinite(accuracy[r]).sum())}
+    means = {}
     for name in ("test_accuracy", "base_accuracy", "novel_accuracy"):
         row = f[f"metrics/client/{name}"][r]
         if np.isfinite(row).any():
@@ -59,7 +60,7 @@ def _latest_metrics(f, done: int) -> tuple[int, dict[str, float]] | None:
     if "base_accuracy" in means and "novel_accuracy" in means:
         # HM of the client-averaged Local, Base and Novel, as /final/*/summary/hm (methods.md §1.7).
         means["hm"] = harmonic_mean(means["test_accuracy"], means["base_accuracy"], means["novel_accuracy"])
-    return r, means
+    return r, means, int(np.isfinite(accuracy[r]).sum())
 
 
 def _eval_clients(f) -> int:
@@ -85,8 +86,8 @@ def _accuracy_lines(f, done: int, state: str) -> list[str]:
     selected = _selected_metrics(f) if state == "finished" else None
     if not latest:
         return []
-    r, means = latest
-    clients, sample = int(means.pop("clients")), _eval_clients(f)
+    r, means, clients = latest
+    sample = _eval_clients(f)
     # A round that scored a sample (train.eval_clients) is a mean over those clients only.
     sampled = 0 < sample < f["metrics/client/test_accuracy"].shape[1] and clients <= sample
     over = f"mean over the {clients} clients sampled (train.eval_clients)" if sampled else "mean over clients"
