@@ -143,5 +143,7 @@ def client_scaling(out: Path, counts=(10, 100, 1000), client_ranks: int = 2) -> 
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--personal-state"]:
-        _hold_records(Path(sys.argv[2]))
+    if sys.argv[1:2] != ["--personal-state"] or len(sys.argv) != 3:
+        sys.exit("this module is a section of make bench: run `benchmarks/run.py --only clients` (its own entry "
+                 "point, --personal-state ARCHIVE, is what that section calls)")
+    _hold_records(Path(sys.argv[2]))
